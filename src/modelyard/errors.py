@@ -91,7 +91,11 @@ class UpstreamError(ModelyardError):
     error_code = "BAD_GATEWAY"
 
     def __init__(
-        self, message: str, *, status: int = 502, error_code: str | None = None,
+        self,
+        message: str,
+        *,
+        status: int = 502,
+        error_code: str | None = None,
         retryable: bool = False,
     ) -> None:
         super().__init__(message, error_code=error_code)

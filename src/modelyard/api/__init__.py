@@ -1,0 +1,1 @@
+"""HTTP routes and the error envelope. Thin: parse, call the service, render."""

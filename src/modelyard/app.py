@@ -1,0 +1,40 @@
+"""The ASGI application: the middleware stack and the routes, assembled in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from modelyard.api.errors import EXCEPTION_HANDLERS
+from modelyard.api.management import management_routes
+from modelyard.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from modelyard.api.query import query_routes
+from modelyard.api.tokens import token_routes
+from modelyard.runtime import Runtime
+from modelyard.settings import Settings
+
+
+def build_app(settings: Settings) -> Starlette:
+    """The whole server: request id → body limit → routes, with the envelope for every error."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = await Runtime.start(settings)
+        app.state.services = runtime.services
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    return Starlette(
+        routes=[*query_routes(), *management_routes(), *token_routes()],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )

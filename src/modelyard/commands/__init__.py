@@ -1,0 +1,1 @@
+"""Subcommands of the `modelyard` command, one click group per module."""

@@ -1,0 +1,110 @@
+"""`modelyard serve`: pull the default model if needed, then run the server until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import click
+import uvicorn
+
+from modelyard.app import build_app
+from modelyard.control.config_file import ConfigFileError, load_config_file
+from modelyard.engine.model_store import ModelPullError, ModelStore
+from modelyard.settings import DEFAULT_MODEL, Settings, default_data_dir
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the database, models and logs live [default: $MODELYARD_DATA_DIR or ~/.modelyard].",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of endpoints to create or update at start.",
+)
+@click.option(
+    "--database-url",
+    envvar="MODELYARD_DATABASE_URL",
+    default=None,
+    help="SQLAlchemy URL of the store [default: SQLite in the data dir].",
+)
+@click.option(
+    "--default-model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Local model served by a fresh server; '' for none.",
+)
+@click.option(
+    "--max-body-mb",
+    default=16,
+    show_default=True,
+    type=int,
+    help="Largest request body accepted, in MiB.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    config_file: Path | None,
+    database_url: str | None,
+    default_model: str,
+    max_body_mb: int,
+    log_level: str,
+) -> None:
+    """Start the server. The first start pulls the default model and prints an admin token."""
+    settings = Settings(
+        data_dir=data_dir or default_data_dir(),
+        host=host,
+        port=port,
+        database_url=database_url,
+        config_file=config_file,
+        admin_token=os.environ.get("MODELYARD_ADMIN_TOKEN") or None,
+        default_model=default_model or None,
+        max_body_bytes=max_body_mb * 1024 * 1024,
+    )
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if config_file:
+        try:
+            load_config_file(config_file)  # fail before anything starts, with the reason
+        except ConfigFileError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if settings.default_model:
+        _pull_default(settings)
+    uvicorn.run(
+        build_app(settings),
+        host=host,
+        port=port,
+        log_level=log_level,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=30,
+        access_log=log_level == "debug",
+    )
+
+
+def _pull_default(settings: Settings) -> None:
+    store = ModelStore(settings.resolved_models_dir)
+    name = settings.default_model or ""
+    if store.get(name) is not None:
+        return
+    click.echo(f"Pulling the default model {name} (first start only)...", err=True)
+    try:
+        store.ensure(name, progress=True)
+    except ModelPullError as exc:
+        raise click.ClickException(str(exc)) from exc

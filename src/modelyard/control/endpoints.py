@@ -1,0 +1,186 @@
+"""Creating, changing and deleting serving endpoints: validate, persist, then swap the live copy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from modelyard.errors import AlreadyExists, BadRequest, NotFound
+from modelyard.gateway.endpoints import EndpointRegistry, LiveEndpoint, LiveEntity
+from modelyard.providers import ProviderRegistry
+from modelyard.schemas.endpoints import EndpointCoreConfig, EndpointCreate, TagsPatch
+from modelyard.store import EndpointRecord, Store, StoreConflict
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class EndpointService:
+    """The one way endpoints change; keeps the store and the in-memory registry in step."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: EndpointRegistry,
+        providers: ProviderRegistry,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.providers = providers
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        """Build the live registry from the store (server start)."""
+        for record in await asyncio.to_thread(self.store.list_endpoints):
+            self.registry.put(self._live(record))
+
+    async def create(self, body: EndpointCreate, creator: str) -> LiveEndpoint:
+        """Validate and store a new endpoint, then start serving it."""
+        task, endpoint_type = self._check(body.config)
+        now = _now_ms()
+        ai_gateway = body.ai_gateway
+        if body.rate_limits is not None:
+            ai_gateway = {**(ai_gateway or {}), "rate_limits": body.rate_limits}
+        record = EndpointRecord(
+            id=uuid.uuid4().hex,
+            name=body.name,
+            creator=creator,
+            created_ms=now,
+            updated_ms=now,
+            config_version=1,
+            task=task,
+            endpoint_type=endpoint_type,
+            config=_config_json(body.config),
+            ai_gateway=ai_gateway,
+            tags=[t.model_dump(exclude_none=True) for t in body.tags],
+            description=body.description,
+            route_optimized=body.route_optimized,
+        )
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self.store.insert_endpoint, record)
+            except StoreConflict as exc:
+                raise AlreadyExists(f"Endpoint with name '{body.name}' already exists.") from exc
+            return self._install(record)
+
+    async def update_config(self, name: str, config: EndpointCoreConfig) -> LiveEndpoint:
+        """Replace the served entities and traffic split; bumps config_version."""
+        task, endpoint_type = self._check(config)
+        async with self._lock:
+            current = self.registry.get(name).record
+            record = _replace(
+                current,
+                config=_config_json(config),
+                task=task,
+                endpoint_type=endpoint_type,
+                config_version=current.config_version + 1,
+            )
+            await asyncio.to_thread(self.store.update_endpoint, record)
+            live = self._install(record)
+        await self._prune()
+        return live
+
+    async def patch_tags(self, name: str, patch: TagsPatch) -> list[dict[str, str]]:
+        """Add or replace tags by key, then delete the named ones."""
+        async with self._lock:
+            current = self.registry.get(name).record
+            tags = {t["key"]: t for t in current.tags}
+            for tag in patch.add_tags:
+                tags[tag.key] = tag.model_dump(exclude_none=True)
+            for key in patch.delete_tags:
+                tags.pop(key, None)
+            record = _replace(current, tags=list(tags.values()))
+            await asyncio.to_thread(self.store.update_endpoint, record)
+            self.registry.put(LiveEndpoint(record, self.registry.get(name).entities))
+        return record.tags
+
+    async def delete(self, name: str) -> None:
+        async with self._lock:
+            self.registry.get(name)
+            if not await asyncio.to_thread(self.store.delete_endpoint, name):
+                raise NotFound(f"Endpoint with name '{name}' does not exist.")
+            self.registry.remove(name)
+        await self._prune()
+
+    def _check(self, config: EndpointCoreConfig) -> tuple[str, str]:
+        """Reject what cannot be served; return the endpoint's task and type."""
+        names = [e.resolved_name for e in config.served_entities]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise BadRequest(f"Served entity names must be unique; repeated: {duplicates}.")
+        tasks = set()
+        for entity in config.served_entities:
+            builder = self.providers.builder_for(entity)
+            builder.validate(entity)
+            tasks.add(builder.task(entity))
+        if len(tasks) > 1:
+            raise BadRequest(f"All served entities must have the same task; got {sorted(tasks)}.")
+        _check_routes(config, names)
+        local = all(e.external_model is None for e in config.served_entities)
+        return tasks.pop().value, "FOUNDATION_MODEL_API" if local else "EXTERNAL_MODEL"
+
+    def _install(self, record: EndpointRecord) -> LiveEndpoint:
+        live = self._live(record)
+        self.registry.put(live)
+        return live
+
+    def _live(self, record: EndpointRecord) -> LiveEndpoint:
+        config = EndpointCoreConfig.model_validate(record.config)
+        weights = {
+            r.entity: r.traffic_percentage
+            for r in (config.traffic_config.routes if config.traffic_config else [])
+        }
+        entities = tuple(
+            LiveEntity(
+                name=e.resolved_name,
+                provider=self.providers.builder_for(e).build(e),
+                config=e.model_dump(exclude_none=True),
+                weight=weights.get(e.resolved_name, 0),
+            )
+            for e in config.served_entities
+        )
+        return LiveEndpoint(record, entities)
+
+    async def _prune(self) -> None:
+        await self.providers.prune(e.provider for ep in self.registry.all() for e in ep.entities)
+
+
+def _check_routes(config: EndpointCoreConfig, names: list[str]) -> None:
+    routes = config.traffic_config.routes if config.traffic_config else []
+    if not routes:
+        return
+    unknown = [r.entity for r in routes if r.entity not in names]
+    if unknown:
+        raise BadRequest(f"traffic_config routes name unknown served entities: {unknown}.")
+    total = sum(r.traffic_percentage for r in routes)
+    if total != 100:
+        raise BadRequest(f"traffic_config percentages must add up to 100; they add up to {total}.")
+
+
+def _config_json(config: EndpointCoreConfig) -> dict[str, Any]:
+    """The config as stored: entity names filled in and a traffic split always present."""
+    entities = []
+    for entity in config.served_entities:
+        data = entity.model_dump(exclude_none=True)
+        data["name"] = entity.resolved_name
+        entities.append(data)
+    if config.traffic_config and config.traffic_config.routes:
+        routes = [
+            {"served_entity_name": r.entity, "traffic_percentage": r.traffic_percentage}
+            for r in config.traffic_config.routes
+        ]
+    else:
+        # Unsplit: the first entity takes all traffic; the others stand by as fallbacks.
+        routes = [
+            {"served_entity_name": e["name"], "traffic_percentage": 100 if i == 0 else 0}
+            for i, e in enumerate(entities)
+        ]
+    return {"served_entities": entities, "traffic_config": {"routes": routes}}
+
+
+def _replace(record: EndpointRecord, **changes: Any) -> EndpointRecord:
+    return replace(record, updated_ms=_now_ms(), **changes)

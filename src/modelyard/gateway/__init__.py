@@ -1,0 +1,1 @@
+"""The query pipeline: auth, endpoint lookup, routing, provider call. No HTTP here."""

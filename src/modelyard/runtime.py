@@ -1,0 +1,111 @@
+"""Start and stop everything a server owns: store, model workers, caches, services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+
+from modelyard.api.context import Services
+from modelyard.control.config_file import apply_config_file
+from modelyard.control.endpoints import EndpointService
+from modelyard.control.tokens import TokenService
+from modelyard.engine.model_store import ModelStore
+from modelyard.engine.supervisor import EngineSupervisor
+from modelyard.gateway.auth import ADMIN_USER, Authenticator
+from modelyard.gateway.endpoints import EndpointRegistry
+from modelyard.gateway.service import QueryService
+from modelyard.providers import ProviderRegistry
+from modelyard.providers.local import LocalModels
+from modelyard.schemas.endpoints import EndpointCreate
+from modelyard.settings import Settings
+from modelyard.store import Store
+
+log = logging.getLogger("modelyard")
+
+_DEFAULT_ENDPOINT_CREATED = "default_endpoint_created"
+
+
+@dataclass
+class Runtime:
+    services: Services
+    store: Store
+    providers: ProviderRegistry
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Open the store, load endpoints and tokens into memory, start model workers."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(settings.resolved_database_url)
+        await asyncio.to_thread(store.migrate)
+        authenticator = Authenticator(await asyncio.to_thread(store.all_tokens))
+        model_store = ModelStore(settings.resolved_models_dir)
+
+        async def prepare(name: str):  # type: ignore[no-untyped-def]
+            model = await asyncio.to_thread(model_store.ensure, name)
+            return (await asyncio.to_thread(model_store.verified, model.name)).path
+
+        supervisor = EngineSupervisor(log_dir=settings.data_dir / "logs", prepare=prepare)
+        providers = ProviderRegistry([LocalModels(supervisor, model_store, settings)])
+        registry = EndpointRegistry()
+        endpoint_admin = EndpointService(store, registry, providers)
+        await endpoint_admin.load()
+        tokens = TokenService(store, authenticator)
+        services = Services(
+            settings=settings,
+            authenticator=authenticator,
+            endpoints=registry,
+            queries=QueryService(registry, authenticator),
+            endpoint_admin=endpoint_admin,
+            tokens=tokens,
+            workspace_id=await _workspace_id(store),
+        )
+        runtime = cls(services, store, providers)
+        await runtime._first_start(settings)
+        return runtime
+
+    async def _first_start(self, settings: Settings) -> None:
+        svc = self.services
+        if settings.default_model and not await asyncio.to_thread(
+            self.store.get_setting, _DEFAULT_ENDPOINT_CREATED
+        ):
+            if svc.endpoints.find(settings.default_model) is None:
+                body = EndpointCreate.model_validate(
+                    {
+                        "name": settings.default_model,
+                        "config": {"served_entities": [{"entity_name": settings.default_model}]},
+                    }
+                )
+                await svc.endpoint_admin.create(body, ADMIN_USER)
+            await asyncio.to_thread(self.store.set_setting, _DEFAULT_ENDPOINT_CREATED, "1")
+        if settings.config_file:
+            await apply_config_file(settings.config_file, svc.endpoint_admin)
+        new_admin_token = await svc.tokens.bootstrap_admin(settings.admin_token)
+        if new_admin_token:
+            _print_admin_banner(settings, new_admin_token)
+
+    async def stop(self) -> None:
+        """Stop model workers and close the store (after in-flight requests have drained)."""
+        await self.providers.close()
+        await asyncio.to_thread(self.store.close)
+
+
+async def _workspace_id(store: Store) -> str:
+    value = await asyncio.to_thread(store.get_setting, "workspace_id")
+    if value is None:
+        value = str(secrets.randbelow(9 * 10**15) + 10**15)
+        await asyncio.to_thread(store.set_setting, "workspace_id", value)
+    return value
+
+
+def _print_admin_banner(settings: Settings, token: str) -> None:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    print(
+        "\nmodelyard created an admin token. It is shown only this once; keep it safe.\n\n"
+        f"    export DATABRICKS_HOST=http://{host}:{settings.port}\n"
+        f"    export DATABRICKS_TOKEN={token}\n",
+        file=sys.stdout,
+        flush=True,
+    )

@@ -1,0 +1,123 @@
+"""Endpoint management bodies (API.md section 4), validated before anything is stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+ENDPOINT_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,63}$"
+
+
+class _Body(BaseModel):
+    # The SDK and mlflow send fields we have no use for (workload sizes, instance profiles):
+    # accept and keep them so a GET shows what was sent.
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ExternalModel(_Body):
+    provider: StrictStr
+    name: StrictStr
+    task: StrictStr
+
+
+class ServedEntityInput(_Body):
+    name: StrictStr | None = Field(default=None, pattern=ENDPOINT_NAME_PATTERN)
+    entity_name: StrictStr | None = None
+    entity_version: StrictStr | None = None
+    external_model: ExternalModel | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ServedEntityInput:
+        if (self.entity_name is None) == (self.external_model is None):
+            raise ValueError(
+                "a served entity needs exactly one of entity_name (a local model, "
+                "e.g. 'smollm2-135m-instruct') or external_model"
+            )
+        return self
+
+    @property
+    def resolved_name(self) -> str:
+        """The entity's name: given, or derived from what it serves, as Databricks does."""
+        if self.name:
+            return self.name
+        if self.external_model is not None:
+            return self.external_model.name.replace(".", "-").replace("/", "-")
+        base = (self.entity_name or "").replace(".", "-").replace("/", "-")
+        return f"{base}-{self.entity_version}" if self.entity_version else base
+
+
+class Route(_Body):
+    served_entity_name: StrictStr | None = None
+    served_model_name: StrictStr | None = None
+    traffic_percentage: StrictInt = Field(ge=0, le=100)
+
+    @property
+    def entity(self) -> str:
+        return self.served_entity_name or self.served_model_name or ""
+
+
+class TrafficConfig(_Body):
+    routes: list[Route] = Field(default_factory=list)
+
+
+class EndpointCoreConfig(_Body):
+    served_entities: list[ServedEntityInput] = Field(min_length=1, max_length=15)
+    traffic_config: TrafficConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_served_models(cls, data: Any) -> Any:
+        # Older clients say served_models/model_name; the shape is otherwise the same.
+        if isinstance(data, dict) and "served_entities" not in data and "served_models" in data:
+            models = data.get("served_models")
+            if isinstance(models, list):
+                data = {
+                    **data,
+                    "served_entities": [
+                        {
+                            (
+                                "entity_name"
+                                if k == "model_name"
+                                else "entity_version"
+                                if k == "model_version"
+                                else k
+                            ): v
+                            for k, v in m.items()
+                        }
+                        if isinstance(m, dict)
+                        else m
+                        for m in models
+                    ],
+                }
+                data.pop("served_models")
+        return data
+
+
+class Tag(_Body):
+    key: StrictStr = Field(min_length=1, max_length=255)
+    value: StrictStr | None = None
+
+
+class EndpointCreate(_Body):
+    name: StrictStr = Field(pattern=ENDPOINT_NAME_PATTERN)
+    config: EndpointCoreConfig
+    ai_gateway: dict[str, Any] | None = None
+    tags: list[Tag] = Field(default_factory=list)
+    rate_limits: list[dict[str, Any]] | None = None
+    description: StrictStr | None = None
+    route_optimized: StrictBool = False
+
+
+class TagsPatch(_Body):
+    add_tags: list[Tag] = Field(default_factory=list)
+    delete_tags: list[StrictStr] = Field(default_factory=list)
+
+
+class TokenCreate(_Body):
+    lifetime_seconds: StrictInt | None = Field(default=None, gt=0)
+    comment: StrictStr | None = None
+
+
+class TokenDelete(_Body):
+    token_id: StrictStr

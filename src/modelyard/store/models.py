@@ -1,0 +1,60 @@
+"""The ORM tables. Migrations in `migrations/versions/` must create exactly this schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Deterministic constraint names, so later migrations can drop or alter them by name on every
+# backend (SQLite otherwise leaves unique constraints anonymous).
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class EndpointRow(Base):
+    __tablename__ = "endpoints"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    creator: Mapped[str] = mapped_column(String(255))
+    # Epoch milliseconds overflow a 32-bit INTEGER on PostgreSQL.
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+    config_version: Mapped[int]
+    task: Mapped[str] = mapped_column(String(64))
+    endpoint_type: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # none_as_null: a missing ai_gateway is SQL NULL, not the JSON literal `null`.
+    ai_gateway: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    tags: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(Text)
+    route_optimized: Mapped[bool]
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    owner: Mapped[str] = mapped_column(String(255), index=True)
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    expiry_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SettingRow(Base):
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

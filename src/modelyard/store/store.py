@@ -1,0 +1,175 @@
+"""`Store`: the synchronous persistence interface the server calls through `asyncio.to_thread`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from typing import Any, cast
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from modelyard.store import migrate as _migrate
+from modelyard.store.engine import SQLITE_BEGIN, make_engine
+from modelyard.store.errors import StoreConflict, StoreNotFound
+from modelyard.store.models import EndpointRow, SettingRow, TokenRow
+from modelyard.store.records import EndpointRecord, TokenRecord
+
+_ENDPOINT_FIELDS = tuple(f.name for f in fields(EndpointRecord))
+_TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
+_PG_UNIQUE_VIOLATION = "23505"
+_SQLITE_UNIQUE_CODES = frozenset({1555, 2067})  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
+
+
+class Store:
+    """Endpoints, tokens and settings in SQLite (`sqlite:///path.db`) or PostgreSQL."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = make_engine(url)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """The backend name: "sqlite" or "postgresql"."""
+        return self._engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision; a no-op when already there."""
+        _migrate.upgrade(self._engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def insert_endpoint(self, rec: EndpointRecord) -> None:
+        """Add an endpoint; `StoreConflict` if its name (or id) is taken."""
+        with _conflict(f"Endpoint with name '{rec.name}'"), self._write() as session:
+            session.add(EndpointRow(**_endpoint_values(rec)))
+
+    def get_endpoint(self, name: str) -> EndpointRecord | None:
+        """The endpoint called `name`, or None."""
+        with self._read() as session:
+            row = session.scalar(select(EndpointRow).where(EndpointRow.name == name))
+            return None if row is None else _endpoint_record(row)
+
+    def list_endpoints(self) -> list[EndpointRecord]:
+        """Every endpoint, ordered by name."""
+        with self._read() as session:
+            rows = session.scalars(select(EndpointRow).order_by(EndpointRow.name))
+            return [_endpoint_record(row) for row in rows]
+
+    def update_endpoint(self, rec: EndpointRecord) -> None:
+        """Replace the whole endpoint with id `rec.id`; `StoreNotFound` if it is gone,
+        `StoreConflict` if it was renamed to a taken name."""
+        with _conflict(f"Endpoint with name '{rec.name}'"), self._write() as session:
+            row = session.get(EndpointRow, rec.id)
+            if row is None:
+                raise StoreNotFound(f"Endpoint with id '{rec.id}' does not exist.")
+            for key, value in _endpoint_values(rec).items():
+                setattr(row, key, value)
+
+    def delete_endpoint(self, name: str) -> bool:
+        """Delete the endpoint called `name`; False if there was none."""
+        with self._write() as session:
+            return _deleted(session.execute(delete(EndpointRow).where(EndpointRow.name == name)))
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def insert_token(self, rec: TokenRecord) -> None:
+        """Add a token; `StoreConflict` if its id or hash is taken."""
+        with _conflict(f"Token with id '{rec.token_id}'"), self._write() as session:
+            session.add(TokenRow(**{name: getattr(rec, name) for name in _TOKEN_FIELDS}))
+
+    def get_token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        """The token whose value hashes to `token_hash`, or None."""
+        with self._read() as session:
+            row = session.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
+            return None if row is None else _token_record(row)
+
+    def list_tokens(self, owner: str | None = None) -> list[TokenRecord]:
+        """Tokens, oldest first; only `owner`'s when given."""
+        query = select(TokenRow).order_by(TokenRow.created_ms, TokenRow.token_id)
+        if owner is not None:
+            query = query.where(TokenRow.owner == owner)
+        with self._read() as session:
+            return [_token_record(row) for row in session.scalars(query)]
+
+    def delete_token(self, token_id: str) -> bool:
+        """Delete (revoke) a token; False if there was none."""
+        with self._write() as session:
+            return _deleted(session.execute(delete(TokenRow).where(TokenRow.token_id == token_id)))
+
+    def all_tokens(self) -> list[TokenRecord]:
+        """Every token of every owner, oldest first (to fill the server's cache)."""
+        return self.list_tokens()
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        """The value stored under `key`, or None."""
+        with self._read() as session:
+            return session.scalar(select(SettingRow.value).where(SettingRow.key == key))
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store `value` under `key`, replacing any old value."""
+        # A native upsert: a read-then-write would race between two replicas starting at once.
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        insert = dialect_insert(SettingRow).values(key=key, value=value)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[SettingRow.key], set_={"value": insert.excluded.value}
+        )
+        with self._write() as session:
+            session.execute(stmt)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A session that commits on success; on SQLite it holds the write lock from BEGIN."""
+        with self._sessions() as session, session.begin():
+            if self.dialect == "sqlite":
+                session.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
+            yield session
+
+
+@contextmanager
+def _conflict(what: str) -> Iterator[None]:
+    """Turn a unique-key violation into `StoreConflict`; other integrity errors propagate."""
+    try:
+        yield
+    except IntegrityError as exc:
+        orig = exc.orig
+        if (
+            getattr(orig, "sqlstate", None) == _PG_UNIQUE_VIOLATION
+            or getattr(orig, "sqlite_errorcode", None) in _SQLITE_UNIQUE_CODES
+        ):
+            raise StoreConflict(f"{what} already exists.") from exc
+        raise
+
+
+def _deleted(result: Result[Any]) -> bool:
+    # rowcount rather than DELETE ... RETURNING, which needs SQLite >= 3.35 (Debian 11 has 3.34).
+    return bool(cast("CursorResult[Any]", result).rowcount)
+
+
+def _endpoint_values(rec: EndpointRecord) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in _ENDPOINT_FIELDS}
+
+
+def _endpoint_record(row: EndpointRow) -> EndpointRecord:
+    return EndpointRecord(**{name: getattr(row, name) for name in _ENDPOINT_FIELDS})
+
+
+def _token_record(row: TokenRow) -> TokenRecord:
+    return TokenRecord(**{name: getattr(row, name) for name in _TOKEN_FIELDS})

@@ -1,0 +1,127 @@
+"""Fixtures that run real `modelyard serve` processes on loopback, sharing one model cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+# Pulled once, then reused by every server the suite starts (and by later runs).
+MODELS_DIR = Path(os.environ.get("MODELYARD_TEST_MODELS_DIR", REPO / ".cache" / "models"))
+DEFAULT_ENDPOINT = "smollm2-135m-instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running `modelyard serve` child process."""
+
+    url: str
+    token: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_endpoint_ready(self, name: str, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            r = requests.get(
+                f"{self.url}/api/2.0/serving-endpoints/{name}", headers=self.headers, timeout=10
+            )
+            body = r.json()
+            if r.status_code == 200 and body["state"]["ready"] == "READY":
+                return body
+            time.sleep(0.25)
+        raise AssertionError(f"endpoint {name} not ready in {timeout}s: {body}\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise
+        return self.process.returncode
+
+
+def start_server(
+    data_dir: Path,
+    *args: str,
+    token: str = "dapi-test-admin-token",
+    extra_env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> Server:
+    """Start `modelyard serve` on a free port and wait until it answers."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "MODELYARD_ADMIN_TOKEN": token,
+        "MODELYARD_MODELS_DIR": str(MODELS_DIR),
+        "MODELYARD_DATA_DIR": str(data_dir),
+        **(extra_env or {}),
+    }
+    log_path = data_dir / "server.log"
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelyard", "serve", "--port", str(port), *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    server = Server(f"http://127.0.0.1:{port}", token, data_dir, process, log_path, env)
+    if wait:
+        _wait_listening(server)
+    return server
+
+
+def _wait_listening(server: Server, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            requests.get(f"{server.url}/.well-known/databricks-config", timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    server.stop(signal.SIGKILL)
+    raise AssertionError(f"server did not start in {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One shared server with the default endpoint ready."""
+    srv = start_server(tmp_path_factory.mktemp("server"))
+    try:
+        srv.wait_endpoint_ready(DEFAULT_ENDPOINT)
+        yield srv
+    finally:
+        srv.stop()
