@@ -88,14 +88,14 @@ def start_server(
         **(extra_env or {}),
     }
     log_path = data_dir / "server.log"
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "modelyard", "serve", "--port", str(port), *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-    )
+    with log_path.open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "serve", "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
     server = Server(f"http://127.0.0.1:{port}", token, data_dir, process, log_path, env)
     if wait:
         _wait_listening(server)
@@ -125,3 +125,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def new_endpoint_name(server: Server) -> Iterator[str]:
+    """A name no endpoint has; whatever the test creates under it is deleted afterwards."""
+    name = f"t-{os.urandom(6).hex()}"
+    yield name
+    requests.delete(
+        f"{server.url}/api/2.0/serving-endpoints/{name}", headers=server.headers, timeout=30
+    )
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The default model's GGUF file in the shared cache, pulled on first use."""
+    from modelyard.engine.model_store import ModelStore
+
+    return ModelStore(MODELS_DIR).ensure(DEFAULT_ENDPOINT).path

@@ -8,7 +8,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -111,12 +111,13 @@ def listening_addresses(port: int) -> list[str]:
     return addresses
 
 
-async def wait_for(predicate: Any, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate: Callable[[], object], within: float) -> bool:
+    """Poll `predicate` until it is true or `within` seconds pass."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if predicate():
             return True
-        await asyncio.sleep(step)
+        await asyncio.sleep(0.05)
     return bool(predicate())
 
 
@@ -186,8 +187,7 @@ async def test_not_gguf_fails_with_reason_and_no_zombie(tmp_path: Path) -> None:
         assert "not a valid GGUF" in worker.message and str(junk) in worker.message
         assert worker.base_url is None
         assert not await worker.wait_ready(0.1)
-        zombies = lambda: [pid for pid, state in worker_children(os.getpid()) if state == "Z"]  # noqa: E731
-        assert await wait_for(lambda: not zombies(), 5)
+        assert await wait_for(lambda: "Z" not in dict(worker_children(os.getpid())).values(), 5)
     assert worker_children(os.getpid()) == []
     assert "worker starting" in (tmp_path / "logs" / "engine-junk.log").read_text()
 

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelyard.control.endpoints import EndpointService
+from modelyard.control.endpoints import EndpointService, stored_config
 from modelyard.errors import ModelyardError
 from modelyard.gateway.auth import ADMIN_USER
 from modelyard.schemas.endpoints import EndpointCreate
@@ -56,13 +56,13 @@ def load_config_file(path: Path) -> list[EndpointCreate]:
 
 
 async def apply_config_file(path: Path, service: EndpointService) -> None:
-    """Create the file's endpoints, or update their config and tags if they exist."""
+    """Create the file's endpoints, or update the config of those that exist and changed."""
     for body in load_config_file(path):
         try:
             existing = service.registry.find(body.name)
             if existing is None:
                 await service.create(body, ADMIN_USER)
-            else:
+            elif existing.record.config != stored_config(body.config):
                 await service.update_config(body.name, body.config)
         except ModelyardError as exc:
             raise ConfigFileError(f"{path}: endpoint '{body.name}': {exc.message}") from exc

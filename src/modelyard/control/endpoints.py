@@ -54,7 +54,7 @@ class EndpointService:
             config_version=1,
             task=task,
             endpoint_type=endpoint_type,
-            config=_config_json(body.config),
+            config=stored_config(body.config),
             ai_gateway=ai_gateway,
             tags=[t.model_dump(exclude_none=True) for t in body.tags],
             description=body.description,
@@ -74,7 +74,7 @@ class EndpointService:
             current = self.registry.get(name).record
             record = _replace(
                 current,
-                config=_config_json(config),
+                config=stored_config(config),
                 task=task,
                 endpoint_type=endpoint_type,
                 config_version=current.config_version + 1,
@@ -161,7 +161,7 @@ def _check_routes(config: EndpointCoreConfig, names: list[str]) -> None:
         raise BadRequest(f"traffic_config percentages must add up to 100; they add up to {total}.")
 
 
-def _config_json(config: EndpointCoreConfig) -> dict[str, Any]:
+def stored_config(config: EndpointCoreConfig) -> dict[str, Any]:
     """The config as stored: entity names filled in and a traffic split always present."""
     entities = []
     for entity in config.served_entities:

@@ -45,7 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--parallel", type=int, default=8, help="concurrent sequences (slots)")
     parser.add_argument("--ctx-per-slot", type=int, default=2048, help="context tokens per slot")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    parser.add_argument("--http-threads", type=int, default=None, help="HTTP worker threads")
     parser.add_argument("--verbosity", type=int, default=DEFAULT_VERBOSITY, help="llama.cpp log")
     return parser.parse_args(argv)
 
@@ -86,9 +85,6 @@ def build_params(p: Any, args: argparse.Namespace, secret: str) -> Any:
     p.ui = False  # no web UI on an internal engine
     p.fit_params = False  # it loads the model a second time and may shrink n_ctx on its own
     p.verbosity = args.verbosity
-    # cpp-httplib pins a thread to each open connection (keep-alive included); the default
-    # (n_parallel + 2) lets a pooled client starve /health, so leave generous headroom.
-    p.n_threads_http = args.http_threads or max(32, 4 * args.parallel)
     if args.threads:
         p.cpuparams.n_threads = args.threads
         p.cpuparams_batch.n_threads = args.threads

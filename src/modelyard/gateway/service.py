@@ -109,9 +109,12 @@ async def _client_view(
     include_usage: bool,
 ) -> AsyncIterator[Json]:
     # Providers are always asked for usage (for accounting); the client sees it only if asked.
+    # One `id` and `created` for the whole stream (llama.cpp stamps each chunk with its time).
+    pinned = {key: first[key] for key in ("id", "created") if key in first}
     try:
         chunk: Json | None = first
         while chunk is not None:
+            chunk.update(pinned)
             if include_usage or chunk.get("choices") or "usage" not in chunk:
                 if not include_usage:
                     chunk.pop("usage", None)

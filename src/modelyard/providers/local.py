@@ -11,7 +11,7 @@ from modelyard.engine.catalog import CATALOG
 from modelyard.engine.model_store import ModelStore
 from modelyard.engine.supervisor import EngineSpec, EngineSupervisor, EngineWorker
 from modelyard.errors import BadRequest, Unavailable
-from modelyard.providers import openai_wire
+from modelyard.providers import fanout, openai_wire
 from modelyard.providers.base import Json, Provider, Readiness
 from modelyard.schemas.endpoints import ServedEntityInput
 from modelyard.schemas.query import GATEWAY_ONLY_FIELDS, ChatRequest, CompletionRequest, Task
@@ -43,44 +43,57 @@ class LocalProvider(Provider):
         return {"foundation_model": self._foundation_model}
 
     async def chat(self, request: ChatRequest) -> Json:
-        body = await openai_wire.post_json(
-            self._session,
-            self._url("/v1/chat/completions"),
-            self._chat_payload(request),
-            headers=self._headers(),
-            upstream=self._upstream,
-        )
-        return self._clean(body)
+        return await self._answer("/v1/chat/completions", self._chat_payload(request))
 
     async def stream_chat(self, request: ChatRequest) -> AsyncIterator[Json]:
-        payload = self._chat_payload(request)
-        # Always ask for usage so the gateway can account for it; drop it if the client did not.
-        payload["stream_options"] = {"include_usage": True}
-        async for chunk in openai_wire.stream_sse(
+        # llama.cpp sends the role only with the first token's chunk, and drops it when that
+        # token is half a UTF-8 character (an emoji): add it to each choice's first delta.
+        roled: set[int] = set()
+        async for chunk in self._stream("/v1/chat/completions", self._chat_payload(request)):
+            for choice in chunk.get("choices") or ():
+                if choice.get("index", 0) not in roled:
+                    roled.add(choice.get("index", 0))
+                    choice.setdefault("delta", {}).setdefault("role", "assistant")
+            yield chunk
+
+    async def completions(self, request: CompletionRequest) -> Json:
+        return await self._answer("/v1/completions", self._payload(request))
+
+    def stream_completions(self, request: CompletionRequest) -> AsyncIterator[Json]:
+        return self._stream("/v1/completions", self._payload(request))
+
+    async def _answer(self, path: str, payload: Json) -> Json:
+        n = payload.get("n", 1)
+        if n > 1:
+            return await fanout.merged_answer(
+                [self._post(path, p) for p in fanout.single_choice_payloads(payload, n)]
+            )
+        return await self._post(path, payload)
+
+    async def _post(self, path: str, payload: Json) -> Json:
+        body = await openai_wire.post_json(
             self._session,
-            self._url("/v1/chat/completions"),
+            self._url(path),
             payload,
             headers=self._headers(),
             upstream=self._upstream,
-        ):
-            yield self._clean(chunk)
-
-    async def completions(self, request: CompletionRequest) -> Json:
-        body = await openai_wire.post_json(
-            self._session,
-            self._url("/v1/completions"),
-            self._payload(request),
-            headers=self._headers(),
-            upstream=self._upstream,
         )
         return self._clean(body)
 
-    async def stream_completions(self, request: CompletionRequest) -> AsyncIterator[Json]:
-        payload = self._payload(request)
+    def _stream(self, path: str, payload: Json) -> AsyncIterator[Json]:
+        # Always ask for usage so the gateway can account for it; it drops it if not asked.
         payload["stream_options"] = {"include_usage": True}
+        n = payload.get("n", 1)
+        if n > 1:
+            return fanout.merged_stream(
+                [self._stream_one(path, p) for p in fanout.single_choice_payloads(payload, n)]
+            )
+        return self._stream_one(path, payload)
+
+    async def _stream_one(self, path: str, payload: Json) -> AsyncIterator[Json]:
         async for chunk in openai_wire.stream_sse(
             self._session,
-            self._url("/v1/completions"),
+            self._url(path),
             payload,
             headers=self._headers(),
             upstream=self._upstream,
