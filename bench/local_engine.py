@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,8 @@ async def run(args: argparse.Namespace) -> None:
                         results[name].append(
                             await measure(url, headers, concurrency, args.max_tokens, args.stream)
                         )
+                        if args.verbose:
+                            print(f"  {name} c={concurrency}: {results[name][-1]:.1f} tok/s")
                 ours = statistics.median(results["modelyard"])
                 theirs = statistics.median(results["engine"])
                 print(
@@ -153,6 +156,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--stream", action="store_true", help="measure streamed answers")
+    parser.add_argument("--verbose", action="store_true", help="print every measurement")
+    # On SIGTERM (e.g. `timeout`), unwind so the servers this run started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     asyncio.run(run(parser.parse_args()))
 
 

@@ -50,6 +50,19 @@ from modelyard.settings import DEFAULT_MODEL, Settings, default_data_dir
     help="Largest request body accepted, in MiB.",
 )
 @click.option(
+    "--engine-threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads of each local model's engine [default: all cores].",
+)
+@click.option(
+    "--engine-parallel",
+    type=click.IntRange(min=1, max=64),
+    default=8,
+    show_default=True,
+    help="Requests each local model generates at once (continuous batching).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -63,6 +76,8 @@ def serve(
     database_url: str | None,
     default_model: str,
     max_body_mb: int,
+    engine_threads: int | None,
+    engine_parallel: int,
     log_level: str,
 ) -> None:
     """Start the server. The first start pulls the default model and prints an admin token."""
@@ -75,6 +90,8 @@ def serve(
         admin_token=os.environ.get("MODELYARD_ADMIN_TOKEN") or None,
         default_model=default_model or None,
         max_body_bytes=max_body_mb * 1024 * 1024,
+        engine_threads=engine_threads,
+        engine_parallel=engine_parallel,
     )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -129,6 +129,7 @@ class EngineSupervisor:
         """The worker for `spec.model_name`, started in the background if new; returns at once.
 
         Call it from the event loop. A bare name needs `prepare` to find the model file.
+        A worker that exists is returned as is: `stop` it first to change its spec.
         """
         if isinstance(spec, str):
             spec = EngineSpec(model_name=spec)
@@ -150,6 +151,8 @@ class EngineSupervisor:
         """Stop the worker: SIGTERM, up to 10 s of grace, then SIGKILL."""
         task = self._tasks.pop(model_name, None)
         worker = self._workers.pop(model_name, None)
+        if worker is not None:  # not READY any more: routing stops before the process does
+            worker.set_state(DeploymentState.FAILED, "Stopping")
         if task is not None:
             task.cancel()  # the task's cleanup terminates the process
             with contextlib.suppress(asyncio.CancelledError):

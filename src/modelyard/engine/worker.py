@@ -34,6 +34,7 @@ GGUF_MAGIC = b"GGUF"
 # llama.cpp log levels: 1 error, 2 warning, 3 info (about 8 lines per request), 4 debug.
 DEFAULT_VERBOSITY = 2
 LOG_ROTATE_BYTES = 10 * 1024 * 1024
+SHUTDOWN_GRACE = 5  # seconds; below the supervisor's 10 s, after which it sends SIGKILL
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,7 +145,13 @@ def serve(args: argparse.Namespace, secret: str, out: IO[str]) -> int:
         while not stop.wait(0.5):
             pass
     finally:
-        del server  # stops the HTTP server and the inference loop before the interpreter exits
+        # The destructor (run holding the GIL) waits for any non-streamed request in flight
+        # until its client hangs up (measured: a minute and more). SIGALRM's default action
+        # ends the process without needing the GIL, so the stop stays bounded.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(SHUTDOWN_GRACE)
+        del server  # stops the HTTP server and the inference loop
+        signal.alarm(0)
     return 0
 
 
@@ -222,6 +229,8 @@ class WorkerProcess:
         try:
             ready = json.loads(line)
         except ValueError:
+            ready = None
+        if not isinstance(ready, dict):
             ready = {}
         if ready.get("ready") is True:
             return str(ready["url"]), int(ready["n_ctx_per_slot"])

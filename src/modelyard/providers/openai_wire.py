@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,21 @@ def new_session(*, connect_timeout: float = 10.0, limit: int = 256) -> aiohttp.C
     )
 
 
+def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Json,
+    headers: Mapping[str, str],
+    timeout_s: float | None,
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    return session.post(
+        url,
+        data=orjson.dumps(payload),
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    )
+
+
 async def post_json(
     session: aiohttp.ClientSession,
     url: str,
@@ -39,12 +55,7 @@ async def post_json(
 ) -> Json:
     """POST a JSON body and return the JSON answer, or raise the mapped error."""
     try:
-        async with session.post(
-            url,
-            data=orjson.dumps(payload),
-            headers={**headers, "Content-Type": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as resp:
+        async with _post(session, url, payload, headers, timeout_s) as resp:
             body = await resp.read()
             if resp.status >= 400:
                 raise upstream_status_error(upstream, resp.status, body)
@@ -68,12 +79,7 @@ async def stream_sse(
     stop generating: a client that goes away costs nothing more.
     """
     try:
-        async with session.post(
-            url,
-            data=orjson.dumps(payload),
-            headers={**headers, "Content-Type": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as resp:
+        async with _post(session, url, payload, headers, timeout_s) as resp:
             if resp.status >= 400:
                 raise upstream_status_error(upstream, resp.status, await resp.read())
             async for line in resp.content:
