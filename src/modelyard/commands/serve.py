@@ -96,6 +96,10 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Migrations log "Context impl …" at every start; only their warnings are news.
+    logging.getLogger("alembic").setLevel(
+        max(logging.WARNING, logging.getLevelName(log_level.upper()))
+    )
     if config_file:
         try:
             load_config_file(config_file)  # fail before anything starts, with the reason

@@ -87,6 +87,8 @@ async def stream_sse(
                     continue
                 data = line[5:].strip()
                 if data == b"[DONE]":
+                    # Read to the end of the body so the connection goes back to the pool.
+                    await resp.content.read()
                     return
                 event = orjson.loads(data)
                 if isinstance(event, dict) and "error" in event and "choices" not in event:
