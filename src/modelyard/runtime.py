@@ -7,6 +7,7 @@ import logging
 import secrets
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelyard.api.context import Services
 from modelyard.control.config_file import apply_config_file
@@ -43,7 +44,7 @@ class Runtime:
         authenticator = Authenticator(await asyncio.to_thread(store.all_tokens))
         model_store = ModelStore(settings.resolved_models_dir)
 
-        async def prepare(name: str):  # type: ignore[no-untyped-def]
+        async def prepare(name: str) -> Path:
             model = await asyncio.to_thread(model_store.ensure, name)
             return (await asyncio.to_thread(model_store.verified, model.name)).path
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +23,7 @@ async def invocations(request: Request) -> Response:
     return _render(answer)
 
 
-def _openai_route(task: Task):  # type: ignore[no-untyped-def]
+def _openai_route(task: Task) -> Callable[[Request], Awaitable[Response]]:
     async def handler(request: Request) -> Response:
         answer = await services(request).queries.query(
             authorization=request.headers.get("authorization"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 
 import click
 
@@ -62,7 +63,7 @@ def chat(
         ) from exc
 
 
-def _print_stream(response) -> None:  # type: ignore[no-untyped-def]
+def _print_stream(response: Iterable[bytes]) -> None:
     for raw in response:
         line = raw.decode("utf-8").strip()
         if not line.startswith("data:"):

@@ -17,13 +17,16 @@ import orjson
 from modelyard.errors import BadRequest, UpstreamError, UpstreamTimeout
 
 Json = dict[str, Any]
+IDLE_KEEPALIVE_S = 4.0
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def new_session(*, connect_timeout: float = 10.0, limit: int = 256) -> aiohttp.ClientSession:
     """One pooled session per upstream, created once and kept for the life of the provider."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=60),
+        # Idle connections are dropped before the 5 s after which llama.cpp's server (and
+        # uvicorn) close them, so a request never goes out on a socket being closed under it.
+        connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=IDLE_KEEPALIVE_S),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
     )
