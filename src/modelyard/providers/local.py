@@ -175,7 +175,9 @@ class LocalModels:
         worker = self._supervisor.ensure(spec)
         session = self._sessions.get(name)
         if session is None:
-            session = self._sessions[name] = openai_wire.new_session()
+            # The engine's HTTP server resets pooled connections now and then (seen as 502s
+            # under test); a fresh loopback connection per request costs ~0.1 ms and cannot.
+            session = self._sessions[name] = openai_wire.new_session(keep_alive=False)
         return LocalProvider(worker, session, self._describe(name))
 
     def _describe(self, name: str) -> dict[str, str]:

@@ -21,12 +21,22 @@ IDLE_KEEPALIVE_S = 4.0
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
-def new_session(*, connect_timeout: float = 10.0, limit: int = 256) -> aiohttp.ClientSession:
-    """One pooled session per upstream, created once and kept for the life of the provider."""
-    return aiohttp.ClientSession(
+def new_session(
+    *, connect_timeout: float = 10.0, limit: int = 256, keep_alive: bool = True
+) -> aiohttp.ClientSession:
+    """One session per upstream, created once and kept for the life of the provider.
+
+    `keep_alive=False` opens a connection per request: for loopback upstreams, where that costs
+    a fraction of a millisecond and no request can go out on a socket the server is closing.
+    """
+    if keep_alive:
         # Idle connections are dropped before the 5 s after which llama.cpp's server (and
-        # uvicorn) close them, so a request never goes out on a socket being closed under it.
-        connector=aiohttp.TCPConnector(limit=limit, keepalive_timeout=IDLE_KEEPALIVE_S),
+        # uvicorn) close them, so a request rarely goes out on a socket being closed under it.
+        connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=IDLE_KEEPALIVE_S)
+    else:
+        connector = aiohttp.TCPConnector(limit=limit, force_close=True)
+    return aiohttp.ClientSession(
+        connector=connector,
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout),
         json_serialize=lambda obj: orjson.dumps(obj).decode(),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,20 @@ def make_engine(url: str) -> Engine:
         return create_engine(parsed, pool_pre_ping=True)
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     database = parsed.database
+    lock_path: Path | None = None
     if not database or database == ":memory:":
         # One shared connection, or every pooled connection would see its own empty database.
         kwargs["poolclass"] = StaticPool
     elif not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = Path(database).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.with_name(path.name + ".init.lock")
     engine = create_engine(parsed, **kwargs)
-    _install_sqlite_hooks(engine)
+    _install_sqlite_hooks(engine, lock_path)
     return engine
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, lock_path: Path | None) -> None:
     """WAL, a busy timeout, and real transactions (the sqlite3 module's own BEGIN is disabled)."""
 
     @event.listens_for(engine, "connect")
@@ -49,8 +53,8 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         # begins before SELECT or DDL, so reads were not repeatable and migrations not atomic.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _use_wal(cursor, lock_path)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -62,3 +66,19 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         if mode not in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
             raise ValueError(f"unknown SQLite BEGIN mode {mode!r}")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _use_wal(cursor: Any, lock_path: Path | None) -> None:
+    """Switch the database to WAL (readers never block the writer); it stays so on disk.
+
+    SQLite answers "locked" at once, without waiting, when processes starting together switch
+    a new database at the same moment, so the switch is serialised with a file lock.
+    """
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    if lock_path is None:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        return
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cursor.execute("PRAGMA journal_mode=WAL")
