@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelyard.api.context import services
+from modelyard.api.context import principal, services
 from modelyard.api.responses import JSONResponse, sse_response
 from modelyard.gateway.service import Answer
 from modelyard.schemas.query import Task
@@ -37,8 +37,8 @@ def _openai_route(task: Task) -> Callable[[Request], Awaitable[Response]]:
 
 async def list_models(request: Request) -> Response:
     """The endpoints the caller may query, as the openai client's `models.list()` expects."""
+    principal(request)
     svc = services(request)
-    svc.authenticator.authenticate(request.headers.get("authorization"))
     data = [
         {
             "id": ep.name,

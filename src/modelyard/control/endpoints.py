@@ -87,7 +87,8 @@ class EndpointService:
     async def patch_tags(self, name: str, patch: TagsPatch) -> list[dict[str, str]]:
         """Add or replace tags by key, then delete the named ones."""
         async with self._lock:
-            current = self.registry.get(name).record
+            live = self.registry.get(name)
+            current = live.record
             tags = {t["key"]: t for t in current.tags}
             for tag in patch.add_tags:
                 tags[tag.key] = tag.model_dump(exclude_none=True)
@@ -95,7 +96,7 @@ class EndpointService:
                 tags.pop(key, None)
             record = _replace(current, tags=list(tags.values()))
             await asyncio.to_thread(self.store.update_endpoint, record)
-            self.registry.put(LiveEndpoint(record, self.registry.get(name).entities))
+            self.registry.put(LiveEndpoint(record, live.entities))
         return record.tags
 
     async def delete(self, name: str) -> None:

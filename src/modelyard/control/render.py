@@ -50,9 +50,8 @@ def _render_entity(entity: LiveEntity) -> dict[str, Any]:
 
 
 def _endpoint_state(live: LiveEndpoint) -> dict[str, str]:
-    routed = [e for e in live.entities if e.weight > 0] or list(live.entities)
     states = [e.readiness() for e in live.entities]
-    ready = all(e.readiness().ready for e in routed)
+    ready = all(e.readiness().ready for e in live.routed)
     if any(not s.settled and s.deployment == "DEPLOYMENT_FAILED" for s in states):
         update = "UPDATE_FAILED"
     elif any(not s.settled for s in states):

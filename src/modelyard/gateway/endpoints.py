@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from modelyard.errors import NotFound
@@ -45,12 +46,20 @@ class LiveEndpoint:
         """Whether `task` requests are served: the endpoint task, or one all entities support."""
         return task == self.task or all(task in e.provider.tasks for e in self.entities)
 
+    @cached_property
+    def routed(self) -> tuple[LiveEntity, ...]:
+        """The entities that take traffic (all of them if the split gives none any)."""
+        return tuple(e for e in self.entities if e.weight > 0) or self.entities
+
+    @cached_property
+    def _weights(self) -> list[int]:
+        return [e.weight or 1 for e in self.routed]
+
     def pick(self) -> LiveEntity:
         """The entity for one request, drawn by the traffic split."""
-        routed = [e for e in self.entities if e.weight > 0] or list(self.entities)
-        if len(routed) == 1:
-            return routed[0]
-        return self._rng.choices(routed, weights=[e.weight or 1 for e in routed])[0]
+        if len(self.routed) == 1:
+            return self.routed[0]
+        return self._rng.choices(self.routed, weights=self._weights)[0]
 
 
 class EndpointRegistry:
