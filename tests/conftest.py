@@ -143,3 +143,42 @@ def default_model_path() -> Path:
     from modelyard.engine.model_store import ModelStore
 
     return ModelStore(MODELS_DIR).ensure(DEFAULT_ENDPOINT).path
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with no local model: for external providers, which need no engine."""
+    srv = start_server(tmp_path_factory.mktemp("gateway"), "--default-model", "")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def create_endpoint(
+    server: Server,
+    name: str,
+    entities: list[dict],
+    routes: list[dict] | None = None,
+    **extra: object,
+) -> dict:
+    """Create an endpoint through the REST API and return what the server answered."""
+    config: dict = {"served_entities": entities}
+    if routes is not None:
+        config["traffic_config"] = {"routes": routes}
+    body = {"name": name, "config": config, **extra}
+    r = requests.post(
+        f"{server.url}/api/2.0/serving-endpoints", json=body, headers=server.headers, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.fixture
+def endpoint_name(gateway: Server) -> Iterator[str]:
+    """A fresh endpoint name on `gateway`, deleted after the test."""
+    name = f"e-{os.urandom(6).hex()}"
+    yield name
+    requests.delete(
+        f"{gateway.url}/api/2.0/serving-endpoints/{name}", headers=gateway.headers, timeout=30
+    )

@@ -12,6 +12,7 @@ from modelyard.api.errors import EXCEPTION_HANDLERS
 from modelyard.api.management import management_routes
 from modelyard.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from modelyard.api.query import query_routes
+from modelyard.api.secrets import secret_routes
 from modelyard.api.tokens import token_routes
 from modelyard.runtime import Runtime
 from modelyard.settings import Settings
@@ -30,7 +31,7 @@ def build_app(settings: Settings) -> Starlette:
             await runtime.stop()
 
     return Starlette(
-        routes=[*query_routes(), *management_routes(), *token_routes()],
+        routes=[*query_routes(), *management_routes(), *token_routes(), *secret_routes()],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),

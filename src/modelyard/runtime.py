@@ -7,11 +7,13 @@ import logging
 import secrets
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from modelyard.api.context import Services
 from modelyard.control.config_file import apply_config_file
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.plaintext import unseal
 from modelyard.control.tokens import TokenService
 from modelyard.engine.model_store import ModelStore
 from modelyard.engine.supervisor import EngineSupervisor
@@ -19,8 +21,12 @@ from modelyard.gateway.auth import ADMIN_USER, Authenticator
 from modelyard.gateway.endpoints import EndpointRegistry
 from modelyard.gateway.service import QueryService
 from modelyard.providers import ProviderRegistry
+from modelyard.providers.catalog import external_builders
+from modelyard.providers.external import ExternalContext
+from modelyard.providers.http import SessionPool
 from modelyard.providers.local import LocalModels
 from modelyard.schemas.endpoints import EndpointCreate
+from modelyard.secrets import SecretService, SecretVault, load_secret_box
 from modelyard.settings import Settings
 from modelyard.store import Store
 
@@ -34,6 +40,7 @@ class Runtime:
     services: Services
     store: Store
     providers: ProviderRegistry
+    sessions: SessionPool
 
     @classmethod
     async def start(cls, settings: Settings) -> Runtime:
@@ -49,9 +56,18 @@ class Runtime:
             return (await asyncio.to_thread(model_store.verified, model.name)).path
 
         supervisor = EngineSupervisor(log_dir=settings.data_dir / "logs", prepare=prepare)
-        providers = ProviderRegistry([LocalModels(supervisor, model_store, settings)])
+        # PBKDF2 over a passphrase takes a fraction of a second: off the event loop.
+        secret_box = await asyncio.to_thread(load_secret_box, settings)
+        vault = SecretVault()
+        secrets_service = SecretService(store, secret_box, vault)
+        await secrets_service.load()  # before endpoints, whose providers resolve secrets
+        sessions = SessionPool()
+        external = ExternalContext(sessions, vault.get, partial(unseal, box=secret_box))
+        providers = ProviderRegistry(
+            [LocalModels(supervisor, model_store, settings), *external_builders(external)]
+        )
         registry = EndpointRegistry()
-        endpoint_admin = EndpointService(store, registry, providers)
+        endpoint_admin = EndpointService(store, registry, providers, secret_box)
         await endpoint_admin.load()
         tokens = TokenService(store, authenticator)
         services = Services(
@@ -61,9 +77,12 @@ class Runtime:
             queries=QueryService(registry, authenticator),
             endpoint_admin=endpoint_admin,
             tokens=tokens,
+            secrets=secrets_service,
+            vault=vault,
+            secret_box=secret_box,
             workspace_id=await _workspace_id(store),
         )
-        runtime = cls(services, store, providers)
+        runtime = cls(services, store, providers, sessions)
         await runtime._first_start(settings)
         return runtime
 
@@ -90,6 +109,7 @@ class Runtime:
     async def stop(self) -> None:
         """Stop model workers and close the store (after in-flight requests have drained)."""
         await self.providers.close()
+        await self.sessions.close()
         await asyncio.to_thread(self.store.close)
 
 

@@ -31,6 +31,8 @@ class Settings:
     models_dir: Path | None = None
     config_file: Path | None = None
     admin_token: str | None = None
+    # MODELYARD_SECRET_KEY: a Fernet key or any passphrase; kept out of repr() and so of logs.
+    secret_key: str | None = field(default=None, repr=False)
     default_model: str | None = DEFAULT_MODEL
     max_body_bytes: int = 16 * 1024 * 1024
     engine_threads: int | None = None

@@ -15,6 +15,7 @@ from modelyard.gateway.auth import Authenticator, Principal
 from modelyard.gateway.endpoints import EndpointRegistry
 from modelyard.gateway.service import QueryService, parse_json_object
 from modelyard.schemas.validation import describe_validation_error
+from modelyard.secrets import SecretBox, SecretService, SecretVault
 from modelyard.settings import Settings
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -28,6 +29,9 @@ class Services:
     queries: QueryService
     endpoint_admin: EndpointService
     tokens: TokenService
+    secrets: SecretService
+    vault: SecretVault
+    secret_box: SecretBox
     workspace_id: str
 
 

@@ -9,7 +9,7 @@ from starlette.routing import Route
 from modelyard.api.context import parse_body, principal, services
 from modelyard.api.responses import JSONResponse
 from modelyard.control.render import render_endpoint
-from modelyard.schemas.endpoints import EndpointCoreConfig, EndpointCreate, TagsPatch
+from modelyard.schemas.endpoints import AiGateway, EndpointCoreConfig, EndpointCreate, TagsPatch
 
 BASE = "/api/2.0/serving-endpoints"
 
@@ -53,6 +53,13 @@ async def patch_tags(request: Request) -> Response:
     return JSONResponse({"tags": tags})
 
 
+async def update_ai_gateway(request: Request) -> Response:
+    principal(request)
+    block = await parse_body(request, AiGateway)
+    admin = services(request).endpoint_admin
+    return JSONResponse(await admin.update_ai_gateway(request.path_params["name"], block))
+
+
 def management_routes() -> list[Route]:
     return [
         Route(BASE, create_endpoint, methods=["POST"]),
@@ -63,4 +70,5 @@ def management_routes() -> list[Route]:
         Route(BASE + "/{name}", delete_endpoint, methods=["DELETE"]),
         Route(BASE + "/{name}/config", update_config, methods=["PUT"]),
         Route(BASE + "/{name}/tags", patch_tags, methods=["PATCH"]),
+        Route(BASE + "/{name}/ai-gateway", update_ai_gateway, methods=["PUT"]),
     ]

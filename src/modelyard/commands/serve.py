@@ -88,6 +88,7 @@ def serve(
         database_url=database_url,
         config_file=config_file,
         admin_token=os.environ.get("MODELYARD_ADMIN_TOKEN") or None,
+        secret_key=os.environ.get("MODELYARD_SECRET_KEY") or None,
         default_model=default_model or None,
         max_body_bytes=max_body_mb * 1024 * 1024,
         engine_threads=engine_threads,

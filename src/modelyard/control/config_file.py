@@ -11,9 +11,10 @@ import yaml
 from pydantic import ValidationError
 
 from modelyard.control.endpoints import EndpointService, stored_config
+from modelyard.control.plaintext import unseal_plaintexts
 from modelyard.errors import ModelyardError
 from modelyard.gateway.auth import ADMIN_USER
-from modelyard.schemas.endpoints import EndpointCreate
+from modelyard.schemas.endpoints import AiGateway, EndpointCreate
 from modelyard.schemas.validation import describe_validation_error
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -62,7 +63,13 @@ async def apply_config_file(path: Path, service: EndpointService) -> None:
             existing = service.registry.find(body.name)
             if existing is None:
                 await service.create(body, ADMIN_USER)
-            elif existing.record.config != stored_config(body.config):
-                await service.update_config(body.name, body.config)
+            else:
+                if unseal_plaintexts(existing.record.config, service.box) != stored_config(
+                    body.config
+                ):
+                    await service.update_config(body.name, body.config)
+                gateway = body.ai_gateway or AiGateway()
+                if (existing.record.ai_gateway or {}) != gateway.model_dump(exclude_none=True):
+                    await service.update_ai_gateway(body.name, gateway)
         except ModelyardError as exc:
             raise ConfigFileError(f"{path}: endpoint '{body.name}': {exc.message}") from exc

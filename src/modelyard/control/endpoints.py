@@ -8,10 +8,11 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+from modelyard.control.plaintext import Box, seal_plaintexts
 from modelyard.errors import AlreadyExists, BadRequest, NotFound
 from modelyard.gateway.endpoints import EndpointRegistry, LiveEndpoint, LiveEntity
 from modelyard.providers import ProviderRegistry
-from modelyard.schemas.endpoints import EndpointCoreConfig, EndpointCreate, TagsPatch
+from modelyard.schemas.endpoints import AiGateway, EndpointCoreConfig, EndpointCreate, TagsPatch
 from modelyard.store import EndpointRecord, Store, StoreConflict
 
 
@@ -27,10 +28,12 @@ class EndpointService:
         store: Store,
         registry: EndpointRegistry,
         providers: ProviderRegistry,
+        box: Box,
     ) -> None:
         self.store = store
         self.registry = registry
         self.providers = providers
+        self.box = box
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -42,7 +45,7 @@ class EndpointService:
         """Validate and store a new endpoint, then start serving it."""
         task, endpoint_type = self._check(body.config)
         now = _now_ms()
-        ai_gateway = body.ai_gateway
+        ai_gateway = body.ai_gateway.model_dump(exclude_none=True) if body.ai_gateway else None
         if body.rate_limits is not None:
             ai_gateway = {**(ai_gateway or {}), "rate_limits": body.rate_limits}
         record = EndpointRecord(
@@ -54,7 +57,7 @@ class EndpointService:
             config_version=1,
             task=task,
             endpoint_type=endpoint_type,
-            config=stored_config(body.config),
+            config=seal_plaintexts(stored_config(body.config), self.box),
             ai_gateway=ai_gateway,
             tags=[t.model_dump(exclude_none=True) for t in body.tags],
             description=body.description,
@@ -74,7 +77,7 @@ class EndpointService:
             current = self.registry.get(name).record
             record = _replace(
                 current,
-                config=stored_config(config),
+                config=seal_plaintexts(stored_config(config), self.box),
                 task=task,
                 endpoint_type=endpoint_type,
                 config_version=current.config_version + 1,
@@ -98,6 +101,16 @@ class EndpointService:
             await asyncio.to_thread(self.store.update_endpoint, record)
             self.registry.put(LiveEndpoint(record, live.entities))
         return record.tags
+
+    async def update_ai_gateway(self, name: str, ai_gateway: AiGateway) -> dict[str, Any]:
+        """Replace the endpoint's `ai_gateway` block; returns it as now in force."""
+        async with self._lock:
+            live = self.registry.get(name)
+            block = ai_gateway.model_dump(exclude_none=True)
+            record = _replace(live.record, ai_gateway=block or None)
+            await asyncio.to_thread(self.store.update_endpoint, record)
+            self.registry.put(LiveEndpoint(record, live.entities))
+        return block
 
     async def delete(self, name: str) -> None:
         async with self._lock:

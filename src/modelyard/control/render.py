@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelyard.control.plaintext import redact_plaintexts
 from modelyard.gateway.endpoints import LiveEndpoint, LiveEntity
 
 
@@ -39,7 +40,7 @@ def render_endpoint(live: LiveEndpoint, permission_level: str = "CAN_MANAGE") ->
 def _render_entity(entity: LiveEntity) -> dict[str, Any]:
     readiness = entity.readiness()
     return {
-        **entity.config,
+        **redact_plaintexts(entity.config),
         **entity.provider.entity_fields(),
         "name": entity.name,
         "state": {

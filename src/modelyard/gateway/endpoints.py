@@ -55,6 +55,19 @@ class LiveEndpoint:
     def _weights(self) -> list[int]:
         return [e.weight or 1 for e in self.routed]
 
+    @cached_property
+    def fallback_enabled(self) -> bool:
+        gateway = self.record.ai_gateway or {}
+        return bool((gateway.get("fallback_config") or {}).get("enabled"))
+
+    def attempts(self) -> tuple[LiveEntity, ...]:
+        """The entities to try for one request: the split's pick, then, with fallback on, the
+        others in the order the config lists them."""
+        first = self.pick()
+        if not self.fallback_enabled:
+            return (first,)
+        return (first, *(e for e in self.entities if e is not first))
+
     def pick(self) -> LiveEntity:
         """The entity for one request, drawn by the traffic split."""
         if len(self.routed) == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from modelyard.errors import BadRequest, Unavailable
+from modelyard.errors import BadRequest, ModelyardError, Unavailable, UpstreamError
 from modelyard.gateway.auth import Authenticator
 from modelyard.gateway.endpoints import EndpointRegistry, LiveEntity
 from modelyard.providers.base import Json
@@ -21,6 +22,8 @@ from modelyard.schemas.query import (
     Task,
 )
 from modelyard.schemas.validation import describe_validation_error
+
+log = logging.getLogger("modelyard.gateway")
 
 _REQUEST_MODELS: dict[Task, type[QueryRequest]] = {
     Task.CHAT: ChatRequest,
@@ -66,14 +69,25 @@ class QueryService:
             raise BadRequest(
                 f"Endpoint '{name}' serves {endpoint.task} requests; this is a {task} request."
             )
-        entity = endpoint.pick()
-        readiness = entity.readiness()
-        if not readiness.ready:
-            raise Unavailable(
-                f"Endpoint '{name}' is not ready: {readiness.message or readiness.deployment}. "
-                "Retry in a few seconds."
-            )
-        return await _call(entity, task, request)
+        failure: ModelyardError | None = None
+        for entity in endpoint.attempts():
+            readiness = entity.readiness()
+            if not readiness.ready:
+                failure = Unavailable(
+                    f"Endpoint '{name}' is not ready: "
+                    f"{readiness.message or readiness.deployment}. Retry in a few seconds."
+                )
+                continue
+            try:
+                return await _call(entity, task, request)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    raise
+                # Fallback: the next entity gets the request; the last failure is the answer.
+                log.warning("served entity %s of %s failed: %s", entity.name, name, exc.message)
+                failure = exc
+        assert failure is not None
+        raise failure
 
 
 async def _call(entity: LiveEntity, task: Task, request: QueryRequest) -> Answer:

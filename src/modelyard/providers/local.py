@@ -11,7 +11,7 @@ from modelyard.engine.catalog import CATALOG
 from modelyard.engine.model_store import ModelStore
 from modelyard.engine.supervisor import EngineSpec, EngineSupervisor, EngineWorker
 from modelyard.errors import BadRequest, Unavailable
-from modelyard.providers import fanout, openai_wire
+from modelyard.providers import fanout, http, openai_wire
 from modelyard.providers.base import Json, Provider, Readiness
 from modelyard.schemas.endpoints import ServedEntityInput
 from modelyard.schemas.query import GATEWAY_ONLY_FIELDS, ChatRequest, CompletionRequest, Task
@@ -71,14 +71,7 @@ class LocalProvider(Provider):
         return await self._post(path, payload)
 
     async def _post(self, path: str, payload: Json) -> Json:
-        body = await openai_wire.post_json(
-            self._session,
-            self._url(path),
-            payload,
-            headers=self._headers(),
-            upstream=self._upstream,
-        )
-        return self._clean(body)
+        return self._clean(await http.post_json(self._session, self._call(path, payload)))
 
     def _stream(self, path: str, payload: Json) -> AsyncIterator[Json]:
         # Always ask for usage so the gateway can account for it; it drops it if not asked.
@@ -91,16 +84,11 @@ class LocalProvider(Provider):
         return self._stream_one(path, payload)
 
     async def _stream_one(self, path: str, payload: Json) -> AsyncIterator[Json]:
-        async for chunk in openai_wire.stream_sse(
-            self._session,
-            self._url(path),
-            payload,
-            headers=self._headers(),
-            upstream=self._upstream,
-        ):
+        raw = http.post_stream(self._session, self._call(path, payload))
+        async for chunk in openai_wire.stream_chunks(raw, self._upstream):
             yield self._clean(chunk)
 
-    def _url(self, path: str) -> str:
+    def _call(self, path: str, payload: Json) -> http.Call:
         base = self.worker.base_url
         if base is None:
             w = self.worker
@@ -108,10 +96,8 @@ class LocalProvider(Provider):
                 f"Model '{self.model_name}' is not ready ({w.message or w.state.value}); "
                 "retry in a few seconds."
             )
-        return base + path
-
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.worker.secret}"}
+        headers = {"Authorization": f"Bearer {self.worker.secret}"}
+        return http.Call(base + path, payload, headers, self._upstream)
 
     def _payload(self, request: ChatRequest | CompletionRequest) -> dict[str, Any]:
         payload = request.model_dump(exclude_none=True, exclude=GATEWAY_ONLY_FIELDS)
@@ -177,7 +163,7 @@ class LocalModels:
         if session is None:
             # The engine's HTTP server resets pooled connections now and then (seen as 502s
             # under test); a fresh loopback connection per request costs ~0.1 ms and cannot.
-            session = self._sessions[name] = openai_wire.new_session(keep_alive=False)
+            session = self._sessions[name] = http.new_session(keep_alive=False)
         return LocalProvider(worker, session, self._describe(name))
 
     def _describe(self, name: str) -> dict[str, str]:

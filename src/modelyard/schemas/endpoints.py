@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
@@ -19,6 +20,9 @@ class ExternalModel(_Body):
     provider: StrictStr
     name: StrictStr
     task: StrictStr
+    # Ours: how long to wait for the provider (a stream: for each piece) before giving up or
+    # falling back to the next served entity.
+    timeout_seconds: Annotated[float, Field(strict=False, gt=0, le=3600)] | None = None
 
 
 class ServedEntityInput(_Body):
@@ -42,9 +46,14 @@ class ServedEntityInput(_Body):
         if self.name:
             return self.name
         if self.external_model is not None:
-            return self.external_model.name.replace(".", "-").replace("/", "-")
-        base = (self.entity_name or "").replace(".", "-").replace("/", "-")
-        return f"{base}-{self.entity_version}" if self.entity_version else base
+            return _entity_name(self.external_model.name)
+        base = self.entity_name or ""
+        return _entity_name(f"{base}-{self.entity_version}" if self.entity_version else base)
+
+
+def _entity_name(served: str) -> str:
+    # Model names hold '.', '/', ':' (`qwen2.5:0.5b`); entity names are letters, digits, - and _.
+    return re.sub(r"[^A-Za-z0-9_-]", "-", served)[:63]
 
 
 class Route(_Body):
@@ -99,10 +108,24 @@ class Tag(_Body):
     value: StrictStr | None = None
 
 
+class FallbackConfig(_Body):
+    enabled: StrictBool
+
+
+class AiGateway(_Body):
+    """The `ai_gateway` block; fallback is enforced here, the rest is kept as sent for now."""
+
+    fallback_config: FallbackConfig | None = None
+    usage_tracking_config: dict[str, Any] | None = None
+    inference_table_config: dict[str, Any] | None = None
+    rate_limits: list[dict[str, Any]] | None = None
+    guardrails: dict[str, Any] | None = None
+
+
 class EndpointCreate(_Body):
     name: StrictStr = Field(pattern=ENDPOINT_NAME_PATTERN)
     config: EndpointCoreConfig
-    ai_gateway: dict[str, Any] | None = None
+    ai_gateway: AiGateway | None = None
     tags: list[Tag] = Field(default_factory=list)
     rate_limits: list[dict[str, Any]] | None = None
     description: StrictStr | None = None

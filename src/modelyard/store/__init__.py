@@ -1,11 +1,19 @@
-"""Persistence: endpoints, tokens and settings behind one synchronous `Store`.
+"""Persistence: endpoints, tokens, secrets and settings behind one synchronous `Store`.
 
 SQLAlchemy 2 with packaged alembic migrations; SQLite by default, PostgreSQL for several
 replicas. Nothing here is on the query hot path: the server caches what it reads.
 """
 
 from modelyard.store.errors import StoreConflict, StoreNotFound
-from modelyard.store.records import EndpointRecord, TokenRecord
+from modelyard.store.records import EndpointRecord, SecretRecord, SecretScopeRecord, TokenRecord
 from modelyard.store.store import Store
 
-__all__ = ["EndpointRecord", "Store", "StoreConflict", "StoreNotFound", "TokenRecord"]
+__all__ = [
+    "EndpointRecord",
+    "SecretRecord",
+    "SecretScopeRecord",
+    "Store",
+    "StoreConflict",
+    "StoreNotFound",
+    "TokenRecord",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, MetaData, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Deterministic constraint names, so later migrations can drop or alter them by name on every
@@ -58,3 +58,23 @@ class SettingRow(Base):
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class SecretScopeRow(Base):
+    __tablename__ = "secret_scopes"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    backend_type: Mapped[str] = mapped_column(String(32))
+    creator: Mapped[str] = mapped_column(String(255))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class SecretRow(Base):
+    __tablename__ = "secrets"
+
+    scope: Mapped[str] = mapped_column(
+        String(128), ForeignKey("secret_scopes.name", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    updated_ms: Mapped[int] = mapped_column(BigInteger)

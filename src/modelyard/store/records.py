@@ -35,3 +35,23 @@ class TokenRecord:
     comment: str | None
     created_ms: int
     expiry_ms: int  # -1 = never
+
+
+@dataclass(frozen=True)
+class SecretScopeRecord:
+    """One secret scope; its secrets are deleted with it."""
+
+    name: str
+    backend_type: str  # "DATABRICKS"
+    creator: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """One secret; the value is stored only as the Fernet token `value_encrypted`."""
+
+    scope: str
+    key: str
+    value_encrypted: str
+    updated_ms: int

@@ -16,17 +16,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.store import migrate as _migrate
 from modelyard.store.engine import SQLITE_BEGIN, make_engine
 from modelyard.store.errors import StoreConflict, StoreNotFound
-from modelyard.store.models import EndpointRow, SettingRow, TokenRow
-from modelyard.store.records import EndpointRecord, TokenRecord
+from modelyard.store.models import EndpointRow, SecretRow, SecretScopeRow, SettingRow, TokenRow
+from modelyard.store.records import EndpointRecord, SecretRecord, SecretScopeRecord, TokenRecord
 
 _ENDPOINT_FIELDS = tuple(f.name for f in fields(EndpointRecord))
 _TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
+_SCOPE_FIELDS = tuple(f.name for f in fields(SecretScopeRecord))
+_SECRET_FIELDS = tuple(f.name for f in fields(SecretRecord))
 _PG_UNIQUE_VIOLATION = "23505"
+_PG_FOREIGN_KEY_VIOLATION = "23503"
 _SQLITE_UNIQUE_CODES = frozenset({1555, 2067})  # SQLITE_CONSTRAINT_PRIMARYKEY, _UNIQUE
+_SQLITE_FOREIGN_KEY_CODE = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
 
 
 class Store:
-    """Endpoints, tokens and settings in SQLite (`sqlite:///path.db`) or PostgreSQL."""
+    """Endpoints, tokens, secrets and settings in SQLite (`sqlite:///path.db`) or PostgreSQL."""
 
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
@@ -109,6 +113,68 @@ class Store:
         """Every token of every owner, oldest first (to fill the server's cache)."""
         return self.list_tokens()
 
+    # -- secrets -----------------------------------------------------------------------------
+
+    def insert_scope(self, rec: SecretScopeRecord) -> None:
+        """Add a secret scope; `StoreConflict` if its name is taken."""
+        with _conflict(f"Scope '{rec.name}'"), self._write() as session:
+            session.add(SecretScopeRow(**{name: getattr(rec, name) for name in _SCOPE_FIELDS}))
+
+    def list_scopes(self) -> list[SecretScopeRecord]:
+        """Every secret scope, ordered by name."""
+        with self._read() as session:
+            rows = session.scalars(select(SecretScopeRow).order_by(SecretScopeRow.name))
+            return [_scope_record(row) for row in rows]
+
+    def delete_scope(self, name: str) -> bool:
+        """Delete the scope `name` and its secrets; False if there was no such scope."""
+        with self._write() as session:
+            # Explicitly as well as by ON DELETE CASCADE, which SQLite honours only on
+            # connections with PRAGMA foreign_keys on (ours, but not every tool's).
+            session.execute(delete(SecretRow).where(SecretRow.scope == name))
+            return _deleted(
+                session.execute(delete(SecretScopeRow).where(SecretScopeRow.name == name))
+            )
+
+    def upsert_secret(self, rec: SecretRecord) -> None:
+        """Create or overwrite the secret `rec.scope/rec.key`; `StoreNotFound` if no such scope."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        insert = dialect_insert(SecretRow).values(
+            **{name: getattr(rec, name) for name in _SECRET_FIELDS}
+        )
+        stmt = insert.on_conflict_do_update(
+            index_elements=[SecretRow.scope, SecretRow.key],
+            set_={
+                "value_encrypted": insert.excluded.value_encrypted,
+                "updated_ms": insert.excluded.updated_ms,
+            },
+        )
+        # The foreign key, not a read first, decides: a scope deleted meanwhile is caught too.
+        with _missing_scope(rec.scope), self._write() as session:
+            session.execute(stmt)
+
+    def delete_secret(self, scope: str, key: str) -> bool:
+        """Delete the secret `scope/key`; False if there was none."""
+        where = (SecretRow.scope == scope) & (SecretRow.key == key)
+        with self._write() as session:
+            return _deleted(session.execute(delete(SecretRow).where(where)))
+
+    def list_secrets(self, scope: str) -> list[SecretRecord]:
+        """The secrets of `scope`, ordered by key; `StoreNotFound` if no such scope."""
+        with self._read() as session:
+            if session.get(SecretScopeRow, scope) is None:
+                raise StoreNotFound(_no_scope(scope))
+            rows = session.scalars(
+                select(SecretRow).where(SecretRow.scope == scope).order_by(SecretRow.key)
+            )
+            return [_secret_record(row) for row in rows]
+
+    def all_secrets(self) -> list[SecretRecord]:
+        """Every secret of every scope, ordered by scope and key (to fill the server's vault)."""
+        with self._read() as session:
+            rows = session.scalars(select(SecretRow).order_by(SecretRow.scope, SecretRow.key))
+            return [_secret_record(row) for row in rows]
+
     # -- settings ----------------------------------------------------------------------------
 
     def get_setting(self, key: str) -> str | None:
@@ -158,6 +224,25 @@ def _conflict(what: str) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def _missing_scope(scope: str) -> Iterator[None]:
+    """Turn a foreign-key violation on `secrets.scope` into `StoreNotFound`."""
+    try:
+        yield
+    except IntegrityError as exc:
+        orig = exc.orig
+        if (
+            getattr(orig, "sqlstate", None) == _PG_FOREIGN_KEY_VIOLATION
+            or getattr(orig, "sqlite_errorcode", None) == _SQLITE_FOREIGN_KEY_CODE
+        ):
+            raise StoreNotFound(_no_scope(scope)) from exc
+        raise
+
+
+def _no_scope(scope: str) -> str:
+    return f"Scope '{scope}' does not exist."
+
+
 def _deleted(result: Result[Any]) -> bool:
     # rowcount rather than DELETE ... RETURNING, which needs SQLite >= 3.35 (Debian 11 has 3.34).
     return bool(cast("CursorResult[Any]", result).rowcount)
@@ -173,3 +258,11 @@ def _endpoint_record(row: EndpointRow) -> EndpointRecord:
 
 def _token_record(row: TokenRow) -> TokenRecord:
     return TokenRecord(**{name: getattr(row, name) for name in _TOKEN_FIELDS})
+
+
+def _scope_record(row: SecretScopeRow) -> SecretScopeRecord:
+    return SecretScopeRecord(**{name: getattr(row, name) for name in _SCOPE_FIELDS})
+
+
+def _secret_record(row: SecretRow) -> SecretRecord:
+    return SecretRecord(**{name: getattr(row, name) for name in _SECRET_FIELDS})
