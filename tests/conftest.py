@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from openai import OpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 # Pulled once, then reused by every server the suite starts (and by later runs).
@@ -132,9 +133,7 @@ def new_endpoint_name(server: Server) -> Iterator[str]:
     """A name no endpoint has; whatever the test creates under it is deleted afterwards."""
     name = f"t-{os.urandom(6).hex()}"
     yield name
-    requests.delete(
-        f"{server.url}/api/2.0/serving-endpoints/{name}", headers=server.headers, timeout=30
-    )
+    delete_endpoint(server, name)
 
 
 @pytest.fixture(scope="session")
@@ -174,11 +173,24 @@ def create_endpoint(
     return r.json()
 
 
+def delete_endpoint(server: Server, name: str) -> None:
+    """Delete an endpoint through the REST API, whether or not it exists."""
+    requests.delete(
+        f"{server.url}/api/2.0/serving-endpoints/{name}", headers=server.headers, timeout=30
+    )
+
+
 @pytest.fixture
 def endpoint_name(gateway: Server) -> Iterator[str]:
     """A fresh endpoint name on `gateway`, deleted after the test."""
     name = f"e-{os.urandom(6).hex()}"
     yield name
-    requests.delete(
-        f"{gateway.url}/api/2.0/serving-endpoints/{name}", headers=gateway.headers, timeout=30
-    )
+    delete_endpoint(gateway, name)
+
+
+@pytest.fixture
+def openai_client(gateway: Server) -> Iterator[OpenAI]:
+    """The openai client on `gateway`'s serving endpoints, without retries."""
+    url = f"{gateway.url}/serving-endpoints"
+    with OpenAI(base_url=url, api_key=gateway.token, max_retries=0) as client:
+        yield client  # closed after the test: no sockets left for the GC to find

@@ -4,69 +4,23 @@ a fake Messages API that checks every request against Anthropic's API reference.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
-import requests
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.anthropic import FakeAnthropic
 
 KEY = "sk-ant-test-key-7d2e"
 MODEL = "claude-sonnet-4-5"
-
-
-def function(name: str, prop: str, description: str) -> dict:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {
-                "type": "object",
-                "properties": {prop: {"type": "string"}},
-                "required": [prop],
-            },
-        },
-    }
-
-
-WEATHER = function("get_weather", "city", "Weather in a city")
-TIME = function("get_time", "place", "Local time somewhere")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeAnthropic]:
-    upstream = FakeAnthropic(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeAnthropic) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token, max_retries=0)
+fake, clean = kit.fake_fixtures(lambda: FakeAnthropic(KEY))
 
 
 def claude(fake: FakeAnthropic, name: str = "claude", **cfg: Any) -> dict:
     config = {"anthropic_api_key_plaintext": KEY, "anthropic_api_base": fake.url, **cfg}
-    return {
-        "name": name,
-        "external_model": {
-            "provider": "anthropic",
-            "name": MODEL,
-            "task": "llm/v1/chat",
-            "anthropic_config": config,
-        },
-    }
+    return kit.external("anthropic", MODEL, config, name=name)
 
 
 @pytest.fixture
@@ -75,33 +29,13 @@ def endpoint(gateway: Server, fake: FakeAnthropic, endpoint_name: str) -> str:
     return endpoint_name
 
 
-def sent(fake: FakeAnthropic, i: int = -1) -> dict:
-    return fake.requests[i].json()
-
-
-def streamed_text(chunks: list) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def streamed_calls(chunks: list) -> list[tuple[str, str, dict]]:
-    """(id, name, arguments) per tool call, put together from the deltas by index."""
-    calls: dict[int, list] = {}
-    for chunk in chunks:
-        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            call = calls.setdefault(tc.index, ["", "", ""])
-            call[0] += tc.id or ""
-            call[1] += (tc.function.name or "") if tc.function else ""
-            call[2] += (tc.function.arguments or "") if tc.function else ""
-    return [(i, n, json.loads(a)) for i, n, a in (calls[k] for k in sorted(calls))]
-
-
 def finish(chunks: list) -> str | None:
     return next(
         c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
     )
 
 
-def test_chat_plain_and_streamed(fake: FakeAnthropic, client: OpenAI, endpoint: str):
+def test_chat_plain_and_streamed(fake: FakeAnthropic, openai_client: OpenAI, endpoint: str):
     messages: list = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hello"},
@@ -111,7 +45,7 @@ def test_chat_plain_and_streamed(fake: FakeAnthropic, client: OpenAI, endpoint: 
             "content": [{"type": "text", "text": "how "}, {"type": "text", "text": "are you"}],
         },
     ]
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint, messages=messages, temperature=0.3, top_p=0.9, extra_body={"top_k": 5}
     )
     assert answer.choices[0].message.content == "You said: how are you"
@@ -134,27 +68,29 @@ def test_chat_plain_and_streamed(fake: FakeAnthropic, client: OpenAI, endpoint: 
     assert (body["temperature"], body["top_p"], body["top_k"]) == (0.3, 0.9, 5)
 
     chunks = list(
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=endpoint,
             messages=messages,
             stream=True,
             stream_options={"include_usage": True},
         )
     )
-    assert streamed_text(chunks) == "You said: how are you"
+    assert kit.streamed_text(chunks) == "You said: how are you"
     assert finish(chunks) == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 8
     assert len({c.id for c in chunks}) == 1
-    assert sent(fake)["stream"] is True
+    assert kit.sent(fake)["stream"] is True
 
 
 def test_acceptance_openai_client_tool_calls_round_trip_through_anthropic(
-    fake: FakeAnthropic, client: OpenAI, endpoint: str
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str
 ):
     """The openai client offers two tools, gets OpenAI-shaped parallel `tool_calls` (plain and
     streamed), sends both results back as two tool messages, and gets the final answer."""
     messages: list = [{"role": "user", "content": "Paris"}]
-    first = client.chat.completions.create(model=endpoint, messages=messages, tools=[WEATHER, TIME])
+    first = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
+    )
     message = first.choices[0].message
     assert first.choices[0].finish_reason == "tool_calls"
     assert [(c.type, c.function.name) for c in message.tool_calls] == [
@@ -165,34 +101,32 @@ def test_acceptance_openai_client_tool_calls_round_trip_through_anthropic(
         {"city": "Paris"},
         {"place": "Paris"},
     ]
-    assert sent(fake)["tools"][0] == {
+    assert kit.sent(fake)["tools"][0] == {
         "name": "get_weather",
         "description": "Weather in a city",
-        "input_schema": WEATHER["function"]["parameters"],
+        "input_schema": kit.WEATHER["function"]["parameters"],
     }
 
     chunks = list(
-        client.chat.completions.create(
-            model=endpoint, messages=messages, tools=[WEATHER, TIME], stream=True
+        openai_client.chat.completions.create(
+            model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE], stream=True
         )
     )
-    calls = streamed_calls(chunks)
-    assert [(name, args) for _, name, args in calls] == [
+    calls = kit.streamed(chunks).calls.values()
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [
         ("get_weather", {"city": "Paris"}),
         ("get_time", {"place": "Paris"}),
     ]
-    assert [i for i, _, _ in calls] == [c.id for c in message.tool_calls]
+    assert [c["id"] for c in calls] == [c.id for c in message.tool_calls]
     assert finish(chunks) == "tool_calls"
 
-    messages += [
-        message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": message.tool_calls[0].id, "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": message.tool_calls[1].id, "content": "10:00"},
-    ]
-    final = client.chat.completions.create(model=endpoint, messages=messages, tools=[WEATHER, TIME])
+    messages += kit.tool_replies(message, "sunny, 21 C", "10:00")
+    final = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
+    )
     assert final.choices[0].message.content == "Results: sunny, 21 C; 10:00"
     assert final.choices[0].finish_reason == "stop"
-    turns = sent(fake)["messages"]
+    turns = kit.sent(fake)["messages"]
     assert [t["role"] for t in turns] == ["user", "assistant", "user"]
     assert [b["type"] for b in turns[1]["content"]] == ["tool_use", "tool_use"]
     assert turns[1]["content"][0]["input"] == {"city": "Paris"}
@@ -202,16 +136,16 @@ def test_acceptance_openai_client_tool_calls_round_trip_through_anthropic(
     ]
 
     chunks = list(
-        client.chat.completions.create(
-            model=endpoint, messages=messages, tools=[WEATHER, TIME], stream=True
+        openai_client.chat.completions.create(
+            model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE], stream=True
         )
     )
-    assert streamed_text(chunks) == "Results: sunny, 21 C; 10:00"
+    assert kit.streamed_text(chunks) == "Results: sunny, 21 C; 10:00"
     assert finish(chunks) == "stop"
 
 
 def test_tool_results_open_the_user_turn_even_after_a_user_message(
-    fake: FakeAnthropic, client: OpenAI, endpoint: str
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str
 ):
     call = {
         "id": "toolu_1",
@@ -224,9 +158,11 @@ def test_tool_results_open_the_user_turn_even_after_a_user_message(
         {"role": "user", "content": "and be quick"},
         {"role": "tool", "tool_call_id": "toolu_1", "content": "10:00"},
     ]
-    answer = client.chat.completions.create(model=endpoint, messages=messages, tools=[TIME])
+    answer = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.TIME_OF_PLACE]
+    )
     assert answer.choices[0].message.content == "Results: 10:00"
-    last = sent(fake)["messages"][-1]
+    last = kit.sent(fake)["messages"][-1]
     assert [b["type"] for b in last["content"]] == ["tool_result", "text"]
 
 
@@ -249,15 +185,15 @@ def test_tool_results_open_the_user_turn_even_after_a_user_message(
     ],
 )
 def test_tool_choice(
-    fake: FakeAnthropic, client: OpenAI, endpoint: str, options, upstream_choice, called
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str, options, upstream_choice, called
 ):
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "Oslo"}],
-        tools=[WEATHER, TIME],
+        tools=[kit.WEATHER, kit.TIME_OF_PLACE],
         **options,
     )
-    assert sent(fake)["tool_choice"] == upstream_choice
+    assert kit.sent(fake)["tool_choice"] == upstream_choice
     message = answer.choices[0].message
     assert [c.function.name for c in message.tool_calls or []] == called
     if not called:
@@ -266,7 +202,7 @@ def test_tool_choice(
 
 
 def test_json_schema_through_a_forced_tool_plain_and_streamed(
-    fake: FakeAnthropic, client: OpenAI, endpoint: str
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str
 ):
     schema = {
         "type": "object",
@@ -275,87 +211,73 @@ def test_json_schema_through_a_forced_tool_plain_and_streamed(
     }
     response_format = {"type": "json_schema", "json_schema": {"name": "echo", "schema": schema}}
     messages = [{"role": "user", "content": "json please"}]
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint, messages=messages, response_format=response_format
     )
     assert json.loads(answer.choices[0].message.content) == {"echo": "json please"}
     assert answer.choices[0].finish_reason == "stop"
     assert answer.choices[0].message.tool_calls is None
-    body = sent(fake)
+    body = kit.sent(fake)
     assert body["tool_choice"] == {"type": "tool", "name": "json_answer"}
     assert body["tools"][0]["input_schema"] == schema
 
     chunks = list(
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=endpoint, messages=messages, response_format=response_format, stream=True
         )
     )
-    assert json.loads(streamed_text(chunks)) == {"echo": "json please"}
+    assert json.loads(kit.streamed_text(chunks)) == {"echo": "json please"}
     assert finish(chunks) == "stop"
 
-    plain = client.chat.completions.create(
+    plain = openai_client.chat.completions.create(
         model=endpoint, messages=messages, response_format={"type": "json_object"}
     )
     assert isinstance(json.loads(plain.choices[0].message.content), dict)
-    assert sent(fake)["tools"][0]["input_schema"] == {"type": "object"}
+    assert kit.sent(fake)["tools"][0]["input_schema"] == {"type": "object"}
 
 
-def test_json_schema_that_is_not_an_object_is_a_clear_400(client: OpenAI, endpoint: str):
+def test_json_schema_that_is_not_an_object_is_a_clear_400(openai_client: OpenAI, endpoint: str):
     fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "array"}}}
-    with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
-            model=endpoint, messages=[{"role": "user", "content": "x"}], response_format=fmt
-        )
-    assert "must have type 'object'" in str(err.value)
+    err = kit.chat_error(openai_client, endpoint, openai.BadRequestError, response_format=fmt)
+    assert "must have type 'object'" in str(err)
 
 
-def test_stop_sequences_and_max_tokens(fake: FakeAnthropic, client: OpenAI, endpoint: str):
-    stopped = client.chat.completions.create(
+def test_stop_sequences_and_max_tokens(fake: FakeAnthropic, openai_client: OpenAI, endpoint: str):
+    stopped = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "one two three"}], stop=[" two"]
     )
     assert stopped.choices[0].message.content == "You said: one"
     assert stopped.choices[0].finish_reason == "stop"
-    assert sent(fake)["stop_sequences"] == [" two"]
+    assert kit.sent(fake)["stop_sequences"] == [" two"]
 
-    cut = client.chat.completions.create(
+    cut = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "one two three"}], max_tokens=3
     )
     assert cut.choices[0].message.content == "You said: one"
     assert cut.choices[0].finish_reason == "length"
-    assert sent(fake)["max_tokens"] == 3
+    assert kit.sent(fake)["max_tokens"] == 3
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint,
-            messages=[{"role": "user", "content": "one two three"}],
-            max_completion_tokens=3,
-            stream=True,
-        )
-    )
-    assert streamed_text(chunks) == "You said: one"
+    chunks = kit.chat_chunks(openai_client, endpoint, "one two three", max_completion_tokens=3)
+    assert kit.streamed_text(chunks) == "You said: one"
     assert finish(chunks) == "length"
 
 
-def test_refusal_is_content_filter(fake: FakeAnthropic, client: OpenAI, endpoint: str):
+def test_refusal_is_content_filter(fake: FakeAnthropic, openai_client: OpenAI, endpoint: str):
     fake.refuse_next()
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "something bad"}]
     )
     assert answer.choices[0].finish_reason == "content_filter"
     fake.refuse_next()
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint, messages=[{"role": "user", "content": "something bad"}], stream=True
-        )
-    )
+    chunks = kit.chat_chunks(openai_client, endpoint, "something bad")
     assert finish(chunks) == "content_filter"
 
 
 def test_extra_params_and_unknown_keys_pass_through(
-    fake: FakeAnthropic, client: OpenAI, endpoint: str
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str
 ):
     native = {"format": {"type": "json_schema", "schema": {"type": "object"}}}
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "pass"}],
         extra_body={
@@ -364,7 +286,7 @@ def test_extra_params_and_unknown_keys_pass_through(
             "extra_params": {"output_config": native},
         },
     )
-    body = sent(fake)
+    body = kit.sent(fake)
     assert body["service_tier"] == "standard_only" and body["output_config"] == native
     assert body["metadata"] == {"user_id": "u-17"}  # OpenAI's `user`, in Anthropic's field
     assert "extra_params" not in body and "user" not in body
@@ -372,10 +294,10 @@ def test_extra_params_and_unknown_keys_pass_through(
 
 
 def test_several_choices_and_a_base_url_with_v1(
-    gateway: Server, fake: FakeAnthropic, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeAnthropic, openai_client: OpenAI, endpoint_name: str
 ):
     create_endpoint(gateway, endpoint_name, [claude(fake, anthropic_api_base=f"{fake.url}/v1/")])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "twice"}], n=2
     )
     assert [c.message.content for c in answer.choices] == ["You said: twice"] * 2
@@ -385,53 +307,30 @@ def test_several_choices_and_a_base_url_with_v1(
 
 
 def test_upstream_errors_keep_status_and_message(
-    gateway: Server, fake: FakeAnthropic, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeAnthropic, openai_client: OpenAI, endpoint_name: str
 ):
     entity = claude(fake, anthropic_api_key_plaintext="sk-ant-wrong-key")
     create_endpoint(gateway, endpoint_name, [entity])
-    with pytest.raises(openai.AuthenticationError) as auth:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "invalid x-api-key" in str(auth.value)
+    auth = kit.chat_error(openai_client, endpoint_name, openai.AuthenticationError)
+    assert "invalid x-api-key" in str(auth)
 
-    r = requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [claude(fake)]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 200, r.text
-    fake.fail_next("status:429")
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": "x"}]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "injected failure with status 429" in r.json()["message"]
+    kit.update_config(gateway, endpoint_name, [claude(fake)])
+    kit.assert_rate_limit_kept(gateway, fake, endpoint_name)
 
     fake.fail_next("status:400")
-    with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "injected failure with status 400" in str(bad.value)
+    bad = kit.chat_error(openai_client, endpoint_name, openai.BadRequestError)
+    assert "injected failure with status 400" in str(bad)
 
     # An error event before any content is a plain HTTP error, with the error type's meaning.
     fake.fail_stream_next("rate_limit_error")
     with pytest.raises(openai.RateLimitError) as limited:
-        list(
-            client.chat.completions.create(
-                model=endpoint_name, messages=[{"role": "user", "content": "x"}], stream=True
-            )
-        )
+        kit.chat_chunks(openai_client, endpoint_name, "x")
     assert "injected rate_limit_error" in str(limited.value)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_overloaded_529_is_retryable_and_falls_back(
-    gateway: Server, fake: FakeAnthropic, client: OpenAI, endpoint_name: str, stream: bool
+    gateway: Server, fake: FakeAnthropic, openai_client: OpenAI, endpoint_name: str, stream: bool
 ):
     create_endpoint(
         gateway,
@@ -443,33 +342,31 @@ def test_overloaded_529_is_retryable_and_falls_back(
         fake.fail_stream_next("overloaded_error")  # the error event, inside a 200 stream
     else:
         fake.fail_next("status:529")
-    raw = client.chat.completions.with_raw_response.create(
+    raw = openai_client.chat.completions.with_raw_response.create(
         model=endpoint_name, messages=[{"role": "user", "content": "busy"}], stream=stream
     )
     parsed = raw.parse()
-    text = streamed_text(list(parsed)) if stream else parsed.choices[0].message.content
+    text = kit.streamed_text(list(parsed)) if stream else parsed.choices[0].message.content
     assert (text, raw.headers["served-model-name"]) == ("You said: busy", "second")
     assert len(fake.requests) == 2
 
 
 def test_overloaded_without_fallback_is_a_502_naming_it(
-    fake: FakeAnthropic, client: OpenAI, endpoint: str
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str
 ):
     fake.fail_next("status:529")
-    with pytest.raises(openai.APIStatusError) as err:
-        client.chat.completions.create(model=endpoint, messages=[{"role": "user", "content": "x"}])
-    assert err.value.status_code == 502
-    assert "HTTP 529" in err.value.message and "injected failure" in err.value.message
+    err = kit.chat_error(openai_client, endpoint, openai.APIStatusError)
+    assert err.status_code == 502
+    assert "HTTP 529" in err.message and "injected failure" in err.message
 
 
-def test_unsupported_requests_are_clear_400s(fake: FakeAnthropic, client: OpenAI, endpoint: str):
+def test_unsupported_requests_are_clear_400s(
+    fake: FakeAnthropic, openai_client: OpenAI, endpoint: str
+):
+    err = kit.chat_error(openai_client, endpoint, openai.BadRequestError, logprobs=True)
+    assert "logprobs" in str(err)
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
-            model=endpoint, messages=[{"role": "user", "content": "x"}], logprobs=True
-        )
-    assert "logprobs" in str(err.value)
-    with pytest.raises(openai.BadRequestError) as err:
-        client.embeddings.create(model=endpoint, input="x", encoding_format="float")
+        openai_client.embeddings.create(model=endpoint, input="x", encoding_format="float")
     assert fake.requests == []
 
 
@@ -491,12 +388,5 @@ CHAT, PLAIN = "llm/v1/chat", {"anthropic_api_key_plaintext": "k"}
 def test_bad_provider_config_is_a_clear_400(
     gateway: Server, endpoint_name: str, config: dict, task: str, expected: str
 ):
-    model = {"provider": "anthropic", "name": MODEL, "task": task, "anthropic_config": config}
-    body = {"name": endpoint_name, "config": {"served_entities": [{"external_model": model}]}}
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints", json=body, headers=gateway.headers
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert "sk-literal" not in r.text
+    entity = kit.external("anthropic", MODEL, config, task)
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, "sk-literal")

@@ -4,61 +4,19 @@ against a fake Bedrock Runtime that checks every request's body and SigV4 signat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import openai
 import pytest
-import requests
 from openai import OpenAI
-from tests.conftest import Server, create_endpoint
+from tests import provider_kit as kit
+from tests.conftest import Server, create_endpoint, delete_endpoint
 from tests.fakes.bedrock import FakeBedrock
 
 KEY_ID = "AKIAFAKEBEDROCK12345"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYFAKEKEY"
 REGION = "eu-west-3"
 CLAUDE = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "parameters": {
-            "type": "object",
-            "properties": {"place": {"type": "string"}},
-            "required": ["place"],
-        },
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeBedrock]:
-    upstream = FakeBedrock(KEY_ID, SECRET, REGION).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeBedrock) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token, max_retries=0)
+fake, clean = kit.fake_fixtures(lambda: FakeBedrock(KEY_ID, SECRET, REGION))
 
 
 def bedrock_entity(
@@ -68,31 +26,22 @@ def bedrock_entity(
     provider: str = "Anthropic",
     **cfg: object,
 ) -> dict:
-    return {
-        "name": "bedrock",
-        "external_model": {
-            "provider": "amazon-bedrock",
-            "name": model,
-            "task": task,
-            "amazon_bedrock_config": {
-                "aws_region": REGION,
-                "aws_access_key_id_plaintext": KEY_ID,
-                "aws_secret_access_key_plaintext": SECRET,
-                "bedrock_provider": provider,
-                "bedrock_endpoint_url": fake.url,
-                **cfg,
-            },
-        },
+    config = {
+        "aws_region": REGION,
+        "aws_access_key_id_plaintext": KEY_ID,
+        "aws_secret_access_key_plaintext": SECRET,
+        "bedrock_provider": provider,
+        "bedrock_endpoint_url": fake.url,
+        **cfg,
     }
+    return kit.external("amazon-bedrock", model, config, task, "bedrock")
 
 
-def text_of(chunks: list) -> str:
-    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-
-
-def test_chat_plain_and_streamed(gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name):
+def test_chat_plain_and_streamed(
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
+):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -116,14 +65,10 @@ def test_chat_plain_and_streamed(gateway: Server, fake: FakeBedrock, client: Ope
     assert body["inferenceConfig"] == {"maxTokens": 20, "temperature": 0.2, "topP": 0.9}
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
 
-    stream = client.chat.completions.create(
-        model=endpoint_name,
-        messages=[{"role": "user", "content": "stream me"}],
-        stream=True,
-        stream_options={"include_usage": True},
+    chunks = kit.chat_chunks(
+        openai_client, endpoint_name, "stream me", stream_options={"include_usage": True}
     )
-    chunks = list(stream)
-    assert text_of(chunks) == "You said: stream me"
+    assert kit.streamed_text(chunks) == "You said: stream me"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 2 + 4
     assert len({c.id for c in chunks}) == 1
@@ -131,13 +76,13 @@ def test_chat_plain_and_streamed(gateway: Server, fake: FakeBedrock, client: Ope
 
 
 def test_tools_parallel_calls_and_results_round_trip_plain_and_streamed(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     """The acceptance path: tools out, OpenAI tool_calls back, two tool results in, answer."""
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
     messages: list = [{"role": "user", "content": "Paris"}]
-    first = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME]
+    first = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
     )
     calls = first.choices[0].message.tool_calls
     assert first.choices[0].finish_reason == "tool_calls"
@@ -151,33 +96,26 @@ def test_tools_parallel_calls_and_results_round_trip_plain_and_streamed(
     assert specs[0]["toolSpec"] == {
         "name": "get_weather",
         "description": "Weather in a city",
-        "inputSchema": {"json": WEATHER["function"]["parameters"]},
+        "inputSchema": {"json": kit.WEATHER["function"]["parameters"]},
     }
 
-    streamed = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME], stream=True
+    chunks = list(
+        openai_client.chat.completions.create(
+            model=endpoint_name,
+            messages=messages,
+            tools=[kit.WEATHER, kit.TIME_OF_PLACE],
+            stream=True,
+        )
     )
-    names: dict[int, str] = {}
-    arguments: dict[int, str] = {}
-    finish = None
-    for chunk in streamed:
-        for tc in chunk.choices[0].delta.tool_calls or [] if chunk.choices else []:
-            if tc.function and tc.function.name:
-                names[tc.index] = tc.function.name
-            arguments[tc.index] = arguments.get(tc.index, "") + (tc.function.arguments or "")
-        finish = chunk.choices[0].finish_reason if chunk.choices else finish
-    assert names == {0: "get_weather", 1: "get_time"}
-    assert json.loads(arguments[0]) == {"city": "Paris"}
-    assert json.loads(arguments[1]) == {"place": "Paris"}
-    assert finish == "tool_calls"
+    streamed_calls = kit.streamed(chunks).calls
+    assert {i: c["name"] for i, c in streamed_calls.items()} == {0: "get_weather", 1: "get_time"}
+    assert json.loads(streamed_calls[0]["arguments"]) == {"city": "Paris"}
+    assert json.loads(streamed_calls[1]["arguments"]) == {"place": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
-    messages += [
-        first.choices[0].message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": calls[1].id, "content": "3 pm"},
-    ]
-    final = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME]
+    messages += kit.tool_replies(first.choices[0].message, "sunny, 21 C", "3 pm")
+    final = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
     )
     assert final.choices[0].message.content == "Results: sunny, 21 C; 3 pm"
     assert final.choices[0].finish_reason == "stop"
@@ -187,11 +125,14 @@ def test_tools_parallel_calls_and_results_round_trip_plain_and_streamed(
     assert turns[1]["content"][0]["toolUse"]["input"] == {"city": "Paris"}
 
     chunks = list(
-        client.chat.completions.create(
-            model=endpoint_name, messages=messages, tools=[WEATHER, TIME], stream=True
+        openai_client.chat.completions.create(
+            model=endpoint_name,
+            messages=messages,
+            tools=[kit.WEATHER, kit.TIME_OF_PLACE],
+            stream=True,
         )
     )
-    assert text_of(chunks) == "Results: sunny, 21 C; 3 pm"
+    assert kit.streamed_text(chunks) == "Results: sunny, 21 C; 3 pm"
 
 
 @pytest.mark.parametrize(
@@ -203,26 +144,26 @@ def test_tools_parallel_calls_and_results_round_trip_plain_and_streamed(
     ],
 )
 def test_tool_choice_maps_to_converse(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name, tool_choice, expected
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name, tool_choice, expected
 ):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
-    client.chat.completions.create(
+    openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "x"}],
-        tools=[WEATHER, TIME],
+        tools=[kit.WEATHER, kit.TIME_OF_PLACE],
         tool_choice=tool_choice,
     )
     assert fake.requests[-1].json()["toolConfig"]["toolChoice"] == expected
 
 
 def test_tool_choice_none_sends_no_tools(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "just talk"}],
-        tools=[WEATHER],
+        tools=[kit.WEATHER],
         tool_choice="none",
     )
     assert answer.choices[0].message.content == "You said: just talk"
@@ -235,14 +176,14 @@ def test_tool_choice_none_sends_no_tools(
         "type": "function",
         "function": {"name": "get_weather", "arguments": "{}"},
     }
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[
             {"role": "user", "content": "Oslo"},
             {"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "call_1", "content": "snow"},
         ],
-        tools=[WEATHER],
+        tools=[kit.WEATHER],
         tool_choice="none",
     )
     assert answer.choices[0].message.content == "Results: snow"
@@ -252,11 +193,11 @@ def test_tool_choice_none_sends_no_tools(
 
 
 def test_json_schema_and_json_mode(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
     schema = {"type": "object", "properties": {"echo": {"type": "string"}}, "required": ["echo"]}
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_schema", "json_schema": {"name": "echo", "schema": schema}},
@@ -267,7 +208,7 @@ def test_json_schema_and_json_mode(
     assert json.loads(text_format["structure"]["jsonSchema"]["schema"]) == schema
     assert text_format["structure"]["jsonSchema"]["name"] == "echo"
 
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "object please"}],
         response_format={"type": "json_object"},
@@ -277,10 +218,10 @@ def test_json_schema_and_json_mode(
 
 
 def test_stop_and_max_tokens_give_length(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
-    cut = client.chat.completions.create(
+    cut = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "one two three four"}],
         max_tokens=3,
@@ -293,24 +234,17 @@ def test_stop_and_max_tokens_give_length(
         "stopSequences": ["four"],
     }
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint_name,
-            messages=[{"role": "user", "content": "one two three four"}],
-            max_tokens=2,
-            stream=True,
-        )
-    )
-    assert text_of(chunks) == "You said:"
+    chunks = kit.chat_chunks(openai_client, endpoint_name, "one two three four", max_tokens=2)
+    assert kit.streamed_text(chunks) == "You said:"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
 
 
 def test_top_k_extra_params_and_unknown_keys_pass_through(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
     guardrail = {"guardrailIdentifier": "gr-123", "guardrailVersion": "1"}
-    client.chat.completions.create(
+    openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "extras"}],
         seed=7,
@@ -333,9 +267,11 @@ def test_top_k_extra_params_and_unknown_keys_pass_through(
     assert "seed" not in json.dumps(sent)
 
 
-def test_n_makes_several_calls(gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name):
+def test_n_makes_several_calls(
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
+):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "twice"}], n=2
     )
     assert [c.message.content for c in answer.choices] == ["You said: twice"] * 2
@@ -344,44 +280,34 @@ def test_n_makes_several_calls(gateway: Server, fake: FakeBedrock, client: OpenA
 
 
 def test_wrong_secret_key_gives_bedrocks_403_and_message(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     entity = bedrock_entity(fake)
     entity["external_model"]["amazon_bedrock_config"]["aws_secret_access_key_plaintext"] = (
         "not-the-right-secret-key"
     )
     create_endpoint(gateway, endpoint_name, [entity])
-    with pytest.raises(openai.PermissionDeniedError) as err:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert err.value.status_code == 403
-    assert "The request signature we calculated does not match" in str(err.value)
-    assert "not-the-right-secret-key" not in str(err.value)
+    err = kit.chat_error(openai_client, endpoint_name, openai.PermissionDeniedError)
+    assert err.status_code == 403
+    assert "The request signature we calculated does not match" in str(err)
+    assert "not-the-right-secret-key" not in str(err)
     assert fake.violations and "signature" in fake.violations[0]
     fake.violations.clear()  # the wrong key was the point
 
 
 def test_upstream_errors_keep_status_and_message(gateway: Server, fake: FakeBedrock, endpoint_name):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
-    url = f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations"
     chat = {"messages": [{"role": "user", "content": "x"}]}
 
-    fake.fail_next("status:429")
-    r = requests.post(url, json=chat, headers=gateway.headers)
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "injected failure with status 429" in r.json()["message"]
+    kit.assert_rate_limit_kept(gateway, fake, endpoint_name)
 
     fake.fail_next("status:400")
-    r = requests.post(url, json=chat, headers=gateway.headers)
-    assert r.status_code == 400
-    assert "injected failure with status 400" in r.json()["message"]
+    r = kit.invoke(gateway, endpoint_name, chat)
+    kit.assert_error(r, 400, "injected failure with status 400")
 
     fake.fail_next("status:503")
-    r = requests.post(url, json={**chat, "stream": True}, headers=gateway.headers)
-    assert r.status_code == 502
-    assert "injected failure with status 503" in r.json()["message"]
+    r = kit.invoke(gateway, endpoint_name, {**chat, "stream": True})
+    kit.assert_error(r, 502, "injected failure with status 503")
 
 
 def test_exception_inside_the_stream_keeps_its_status(
@@ -389,24 +315,21 @@ def test_exception_inside_the_stream_keeps_its_status(
 ):
     create_endpoint(gateway, endpoint_name, [bedrock_entity(fake)])
     fake.fail_stream_next("throttlingException", "Too many tokens, please wait.")
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": "x"}], "stream": True},
-        headers=gateway.headers,
+    r = kit.invoke(
+        gateway, endpoint_name, {"messages": [{"role": "user", "content": "x"}], "stream": True}
     )
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "throttlingException: Too many tokens, please wait." in r.json()["message"]
+    message = "throttlingException: Too many tokens, please wait."
+    kit.assert_error(r, 429, message, "REQUEST_LIMIT_EXCEEDED")
 
 
 def test_titan_and_cohere_embeddings(
-    gateway: Server, fake: FakeBedrock, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeBedrock, openai_client: OpenAI, endpoint_name
 ):
     titan = bedrock_entity(
         fake, model="amazon.titan-embed-text-v2:0", task="llm/v1/embeddings", provider="amazon"
     )
     create_endpoint(gateway, endpoint_name, [titan])
-    vectors = client.embeddings.create(
+    vectors = openai_client.embeddings.create(
         model=endpoint_name, input=["ab", "abcd efg"], encoding_format="float", dimensions=256
     )
     assert [d.embedding[0] for d in vectors.data] == [2.0, 8.0]
@@ -415,10 +338,8 @@ def test_titan_and_cohere_embeddings(
     assert all(r.json()["dimensions"] == 256 for r in fake.requests)
     assert fake.model_ids == ["amazon.titan-embed-text-v2:0"] * 2
     # Without encoding_format the client asks for base64 and decodes it itself.
-    assert client.embeddings.create(model=endpoint_name, input="abc").data[0].embedding[:2] == [
-        3.0,
-        0.5,
-    ]
+    plain = openai_client.embeddings.create(model=endpoint_name, input="abc")
+    assert plain.data[0].embedding[:2] == [3.0, 0.5]
 
     fake.reset()
     name = endpoint_name + "-cohere"
@@ -428,12 +349,12 @@ def test_titan_and_cohere_embeddings(
     create_endpoint(gateway, name, [cohere])
     try:
         texts = [f"text {i}" for i in range(100)]
-        vectors = client.embeddings.create(model=name, input=texts, encoding_format="float")
+        vectors = openai_client.embeddings.create(model=name, input=texts, encoding_format="float")
         assert [d.embedding[0] for d in vectors.data] == [float(len(t)) for t in texts]
         assert [len(r.json()["texts"]) for r in fake.requests] == [96, 4]
         assert fake.requests[0].json()["input_type"] == "search_document"
     finally:
-        requests.delete(f"{gateway.url}/api/2.0/serving-endpoints/{name}", headers=gateway.headers)
+        delete_endpoint(gateway, name)
 
 
 @pytest.mark.parametrize(
@@ -459,21 +380,11 @@ def test_bad_config_is_a_clear_400(
             config.pop(key)
         else:
             config[key] = value
-    body = {"name": endpoint_name, "config": {"served_entities": [entity]}}
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints", json=body, headers=gateway.headers
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert SECRET not in r.text
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, SECRET)
 
 
 def test_embeddings_need_an_embedding_provider(gateway: Server, fake: FakeBedrock, endpoint_name):
     entity = bedrock_entity(fake, task="llm/v1/embeddings", provider="anthropic")
-    body = {"name": endpoint_name, "config": {"served_entities": [entity]}}
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints", json=body, headers=gateway.headers
-    )
+    r = kit.post_endpoint(gateway, endpoint_name, [entity])
     assert r.status_code == 400
     assert "bedrock_provider 'anthropic' has no embedding models" in r.json()["message"]

@@ -6,72 +6,21 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterator
-from typing import Any
 
 import openai
 import pytest
-import requests
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.cohere import FakeCohere
 
 KEY = "co-test-key-8d2e"
-
-
-def tool(name: str, argument: str) -> dict:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": f"{name} of a place",
-            "parameters": {
-                "type": "object",
-                "properties": {argument: {"type": "string"}},
-                "required": [argument],
-            },
-        },
-    }
-
-
-WEATHER, TIME = tool("get_weather", "city"), tool("get_time", "city")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeCohere]:
-    upstream = FakeCohere(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeCohere) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> Iterator[OpenAI]:
-    url = f"{gateway.url}/serving-endpoints"
-    with OpenAI(base_url=url, api_key=gateway.token, max_retries=0) as openai_client:
-        yield openai_client  # closed after the test: no sockets left for the GC to find
+fake, clean = kit.fake_fixtures(lambda: FakeCohere(KEY))
 
 
 def command(fake: FakeCohere, task: str = "llm/v1/chat", name: str = "command-a", **cfg) -> dict:
-    return {
-        "name": "command",
-        "external_model": {
-            "provider": "cohere",
-            "name": name,
-            "task": task,
-            "cohere_config": {
-                "cohere_api_key_plaintext": KEY,
-                "cohere_api_base": fake.url,
-                **cfg,
-            },
-        },
-    }
+    config = {"cohere_api_key_plaintext": KEY, "cohere_api_base": fake.url, **cfg}
+    return kit.external("cohere", name, config, task, "command")
 
 
 @pytest.fixture
@@ -80,33 +29,14 @@ def endpoint(gateway: Server, fake: FakeCohere, endpoint_name: str) -> str:
     return endpoint_name
 
 
-def sent(fake: FakeCohere, index: int = -1) -> dict[str, Any]:
-    return fake.requests[index].json()
-
-
-def streamed(chunks: list) -> tuple[str, dict[int, dict[str, str]], list[str | None]]:
-    """(text, tool calls by index as {id, name, arguments}, finish reasons) of a stream."""
-    text, calls, finishes = "", {}, []
-    for chunk in chunks:
-        for choice in chunk.choices:
-            text += choice.delta.content or ""
-            finishes.append(choice.finish_reason)
-            for tc in choice.delta.tool_calls or []:
-                call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-                call["id"] += tc.id or ""
-                call["name"] += (tc.function.name or "") if tc.function else ""
-                call["arguments"] += (tc.function.arguments or "") if tc.function else ""
-    return text, calls, [f for f in finishes if f]
-
-
-def test_chat_plain_and_streamed(fake: FakeCohere, client: OpenAI, endpoint: str):
+def test_chat_plain_and_streamed(fake: FakeCohere, openai_client: OpenAI, endpoint: str):
     history = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hello"},
         {"role": "assistant", "content": "You said: hello"},
         {"role": "user", "content": [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]},
     ]
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint, messages=history, temperature=0.2, top_p=1.0, seed=7, max_tokens=20,
         extra_body={"top_k": 40},
     )  # fmt: skip
@@ -115,7 +45,7 @@ def test_chat_plain_and_streamed(fake: FakeCohere, client: OpenAI, endpoint: str
     assert answer.usage is not None
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (1, 3)
     assert answer.usage.total_tokens == 4
-    body = sent(fake)
+    body = kit.sent(fake)
     assert fake.requests[-1].path == "/v2/chat"
     assert body["model"] == "command-a" and body["stream"] is False
     assert body["messages"] == [
@@ -128,17 +58,12 @@ def test_chat_plain_and_streamed(fake: FakeCohere, client: OpenAI, endpoint: str
     assert (body["temperature"], body["p"], body["k"], body["seed"]) == (0.2, 0.99, 40, 7)
     assert body["max_tokens"] == 20
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint,
-            messages=[{"role": "user", "content": "stream me"}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    chunks = kit.chat_chunks(
+        openai_client, endpoint, "stream me", stream_options={"include_usage": True}
     )
-    text, calls, finishes = streamed(chunks)
+    text, calls, finishes = kit.streamed(chunks)
     assert (text, calls, finishes) == ("You said: stream me", {}, ["stop"])
-    assert sent(fake)["stream"] is True
+    assert kit.sent(fake)["stream"] is True
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 4
     assert len({c.id for c in chunks}) == 1
@@ -146,17 +71,15 @@ def test_chat_plain_and_streamed(fake: FakeCohere, client: OpenAI, endpoint: str
     assert chunks[0].choices[0].delta.content == "You "
 
     # Without include_usage the client sees no usage chunk.
-    quiet = list(
-        client.chat.completions.create(
-            model=endpoint, messages=[{"role": "user", "content": "x"}], stream=True
-        )
-    )
+    quiet = kit.chat_chunks(openai_client, endpoint, "x")
     assert all(c.usage is None for c in quiet) and all(c.choices for c in quiet)
 
 
-def test_parallel_tool_calls_round_trip(fake: FakeCohere, client: OpenAI, endpoint: str):
+def test_parallel_tool_calls_round_trip(fake: FakeCohere, openai_client: OpenAI, endpoint: str):
     messages: list = [{"role": "user", "content": "Paris"}]
-    first = client.chat.completions.create(model=endpoint, messages=messages, tools=[WEATHER, TIME])
+    first = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME]
+    )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls
@@ -165,18 +88,16 @@ def test_parallel_tool_calls_round_trip(fake: FakeCohere, client: OpenAI, endpoi
     assert len({c.id for c in calls}) == 2
     # The model's tool plan is what the assistant said before calling.
     assert choice.message.content == "I will call get_weather and get_time."
-    tools_sent = sent(fake)["tools"]
-    assert tools_sent[0] == WEATHER and "tool_choice" not in sent(fake)
+    tools_sent = kit.sent(fake)["tools"]
+    assert tools_sent[0] == kit.WEATHER and "tool_choice" not in kit.sent(fake)
 
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": calls[1].id, "content": "14:00"},
-    ]
-    final = client.chat.completions.create(model=endpoint, messages=messages, tools=[WEATHER, TIME])
+    messages += kit.tool_replies(choice.message, "sunny, 21 C", "14:00")
+    final = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME]
+    )
     assert final.choices[0].message.content == "Results: sunny, 21 C; 14:00"
     assert final.choices[0].finish_reason == "stop"
-    assistant, *results = sent(fake)["messages"][1:]
+    assistant, *results = kit.sent(fake)["messages"][1:]
     assert assistant == {
         "role": "assistant",
         "tool_plan": "I will call get_weather and get_time.",
@@ -188,23 +109,16 @@ def test_parallel_tool_calls_round_trip(fake: FakeCohere, client: OpenAI, endpoi
     ]
 
     final_stream = list(
-        client.chat.completions.create(
-            model=endpoint, messages=messages, tools=[WEATHER, TIME], stream=True
+        openai_client.chat.completions.create(
+            model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME], stream=True
         )
     )
-    assert streamed(final_stream)[0] == "Results: sunny, 21 C; 14:00"
+    assert kit.streamed(final_stream)[0] == "Results: sunny, 21 C; 14:00"
 
 
-def test_parallel_tool_calls_streamed(fake: FakeCohere, client: OpenAI, endpoint: str):
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint,
-            messages=[{"role": "user", "content": "Oslo"}],
-            tools=[WEATHER, TIME],
-            stream=True,
-        )
-    )
-    text, calls, finishes = streamed(chunks)
+def test_parallel_tool_calls_streamed(fake: FakeCohere, openai_client: OpenAI, endpoint: str):
+    chunks = kit.chat_chunks(openai_client, endpoint, "Oslo", tools=[kit.WEATHER, kit.TIME])
+    text, calls, finishes = kit.streamed(chunks)
     assert text == "I will call get_weather and get_time."
     assert [calls[i]["name"] for i in (0, 1)] == ["get_weather", "get_time"]
     assert [json.loads(calls[i]["arguments"]) for i in (0, 1)] == [{"city": "Oslo"}] * 2
@@ -212,82 +126,77 @@ def test_parallel_tool_calls_streamed(fake: FakeCohere, client: OpenAI, endpoint
     assert finishes == ["tool_calls"]
 
 
-def test_tool_choice(fake: FakeCohere, client: OpenAI, endpoint: str):
+def test_tool_choice(fake: FakeCohere, openai_client: OpenAI, endpoint: str):
     ask = {"model": endpoint, "messages": [{"role": "user", "content": "Rome"}]}
-    none = client.chat.completions.create(**ask, tools=[WEATHER], tool_choice="none")
+    none = openai_client.chat.completions.create(**ask, tools=[kit.WEATHER], tool_choice="none")
     assert none.choices[0].message.content == "You said: Rome"
-    assert sent(fake)["tool_choice"] == "NONE"
+    assert kit.sent(fake)["tool_choice"] == "NONE"
 
-    required = client.chat.completions.create(**ask, tools=[WEATHER], tool_choice="required")
+    required = openai_client.chat.completions.create(
+        **ask, tools=[kit.WEATHER], tool_choice="required"
+    )
     assert required.choices[0].finish_reason == "tool_calls"
-    assert sent(fake)["tool_choice"] == "REQUIRED"
+    assert kit.sent(fake)["tool_choice"] == "REQUIRED"
 
-    named = client.chat.completions.create(
+    named = openai_client.chat.completions.create(
         **ask,
-        tools=[WEATHER, TIME],
+        tools=[kit.WEATHER, kit.TIME],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     assert [c.function.name for c in named.choices[0].message.tool_calls] == ["get_time"]
-    assert [t["function"]["name"] for t in sent(fake)["tools"]] == ["get_time"]
-    assert sent(fake)["tool_choice"] == "REQUIRED"
+    assert [t["function"]["name"] for t in kit.sent(fake)["tools"]] == ["get_time"]
+    assert kit.sent(fake)["tool_choice"] == "REQUIRED"
 
 
-def test_json_mode_and_schema(fake: FakeCohere, client: OpenAI, endpoint: str):
-    answer = client.chat.completions.create(
+def test_json_mode_and_schema(fake: FakeCohere, openai_client: OpenAI, endpoint: str):
+    answer = openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_object"},
     )
     assert json.loads(answer.choices[0].message.content) == {"echo": "json please"}
-    assert sent(fake)["response_format"] == {"type": "json_object"}
+    assert kit.sent(fake)["response_format"] == {"type": "json_object"}
 
     schema = {"type": "object", "properties": {"echo": {"type": "string"}}}
-    client.chat.completions.create(
+    openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "schema"}],
         response_format={"type": "json_schema", "json_schema": {"name": "e", "schema": schema}},
     )
-    assert sent(fake)["response_format"] == {"type": "json_object", "json_schema": schema}
+    assert kit.sent(fake)["response_format"] == {"type": "json_object", "json_schema": schema}
 
 
-def test_stop_and_max_tokens(fake: FakeCohere, client: OpenAI, endpoint: str):
-    cut = client.chat.completions.create(
+def test_stop_and_max_tokens(fake: FakeCohere, openai_client: OpenAI, endpoint: str):
+    cut = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "one two three"}], max_tokens=2
     )
     assert cut.choices[0].message.content == "You said:"
     assert cut.choices[0].finish_reason == "length"
 
-    stopped = client.chat.completions.create(
+    stopped = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "one two three"}], stop="two"
     )
     assert stopped.choices[0].message.content == "You said: one "
-    assert sent(fake)["stop_sequences"] == ["two"]
+    assert kit.sent(fake)["stop_sequences"] == ["two"]
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint,
-            messages=[{"role": "user", "content": "one two three"}],
-            max_tokens=3,
-            stream=True,
-        )
-    )
-    assert streamed(chunks)[0] == "You said: one" and streamed(chunks)[2] == ["length"]
+    chunks = kit.chat_chunks(openai_client, endpoint, "one two three", max_tokens=3)
+    assert kit.streamed(chunks)[0] == "You said: one" and kit.streamed(chunks)[2] == ["length"]
 
 
 def test_extra_params_unknown_keys_and_several_choices(
-    fake: FakeCohere, client: OpenAI, endpoint: str
+    fake: FakeCohere, openai_client: OpenAI, endpoint: str
 ):
-    client.chat.completions.create(
+    openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "pass"}],
         extra_body={"safety_mode": "STRICT", "extra_params": {"priority": 3}},
     )
-    body = sent(fake)
+    body = kit.sent(fake)
     assert body["safety_mode"] == "STRICT" and body["priority"] == 3
     assert "extra_params" not in body
 
     fake.reset()
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "twice"}], n=2
     )
     assert [c.message.content for c in answer.choices] == ["You said: twice"] * 2
@@ -295,14 +204,14 @@ def test_extra_params_unknown_keys_and_several_choices(
     assert len(fake.requests) == 2
 
 
-def test_embeddings(gateway: Server, fake: FakeCohere, client: OpenAI, endpoint_name: str):
+def test_embeddings(gateway: Server, fake: FakeCohere, openai_client: OpenAI, endpoint_name: str):
     create_endpoint(gateway, endpoint_name, [command(fake, "llm/v1/embeddings", "embed-v4.0")])
-    vectors = client.embeddings.create(
+    vectors = openai_client.embeddings.create(
         model=endpoint_name, input=["ab", "abcd"], encoding_format="float"
     )
     assert [d.embedding for d in vectors.data] == [[2.0, 0.5, -0.5], [4.0, 0.5, -0.5]]
     assert vectors.usage.prompt_tokens == 2
-    body = sent(fake)
+    body = kit.sent(fake)
     assert fake.requests[-1].path == "/v2/embed"
     assert body == {
         "model": "embed-v4.0",
@@ -311,76 +220,53 @@ def test_embeddings(gateway: Server, fake: FakeCohere, client: OpenAI, endpoint_
         "embedding_types": ["float"],
     }
 
-    client.embeddings.create(
+    openai_client.embeddings.create(
         model=endpoint_name,
         input="query",
         encoding_format="float",
         extra_body={"dimensions": 256, "extra_params": {"input_type": "search_query"}},
     )
-    assert sent(fake)["input_type"] == "search_query" and sent(fake)["output_dimension"] == 256
+    body = kit.sent(fake)
+    assert body["input_type"] == "search_query" and body["output_dimension"] == 256
 
     # More texts than one call takes: batches, answered in order.
     fake.reset()
     many = [f"t{'x' * i}" for i in range(100)]
-    answer = client.embeddings.create(model=endpoint_name, input=many, encoding_format="float")
+    answer = openai_client.embeddings.create(
+        model=endpoint_name, input=many, encoding_format="float"
+    )
     assert [len(r.json()["texts"]) for r in fake.requests] == [96, 4]
     assert [d.embedding[0] for d in answer.data] == [float(len(t)) for t in many]
     assert [d.index for d in answer.data] == list(range(100))
 
-    raw = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"input": "abc", "encoding_format": "base64"},
-        headers=gateway.headers,
-    ).json()
+    raw = kit.invoke(gateway, endpoint_name, {"input": "abc", "encoding_format": "base64"}).json()
     packed = base64.b64decode(raw["data"][0]["embedding"])
     assert struct.unpack("<3f", packed) == (3.0, 0.5, -0.5)
 
 
 def test_upstream_errors_keep_status_and_message(
-    gateway: Server, fake: FakeCohere, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeCohere, openai_client: OpenAI, endpoint_name: str
 ):
     create_endpoint(gateway, endpoint_name, [command(fake, cohere_api_key_plaintext="co-wrong")])
-    with pytest.raises(openai.AuthenticationError) as denied:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "invalid api token" in str(denied.value)
+    denied = kit.chat_error(openai_client, endpoint_name, openai.AuthenticationError)
+    assert "invalid api token" in str(denied)
 
-    r = requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [command(fake)]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 200, r.text
-    fake.fail_next("status:429")
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": "x"}]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "injected failure with status 429" in r.json()["message"]
+    kit.update_config(gateway, endpoint_name, [command(fake)])
+    kit.assert_rate_limit_kept(gateway, fake, endpoint_name)
 
     # A request the API refuses (here: a temperature past Cohere's bound) keeps its 400.
-    with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}], temperature=1.5
-        )
-    assert "temperature must be in [0, 1]" in str(bad.value)
+    bad = kit.chat_error(openai_client, endpoint_name, openai.BadRequestError, temperature=1.5)
+    assert "temperature must be in [0, 1]" in str(bad)
     fake.violations.clear()  # provoked on purpose
 
     # A generation that fails before any text is a plain (retryable) 502 with its reason...
     fake.fail_stream_next("generation failed early")
-    with pytest.raises(openai.InternalServerError) as early:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}], stream=True
-        )
-    assert early.value.status_code == 502 and "generation failed early" in str(early.value)
+    early = kit.chat_error(openai_client, endpoint_name, openai.InternalServerError, stream=True)
+    assert early.status_code == 502 and "generation failed early" in str(early)
 
     # ... and one that fails after text was sent ends the stream with the upstream's error.
     fake.fail_stream_next("model overloaded mid-answer", after_text=True)
-    chunks = client.chat.completions.create(
+    chunks = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "x"}], stream=True
     )
     text = ""
@@ -391,7 +277,7 @@ def test_upstream_errors_keep_status_and_message(
 
 
 def test_early_stream_failure_falls_back(
-    gateway: Server, fake: FakeCohere, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeCohere, openai_client: OpenAI, endpoint_name: str
 ):
     second = {**command(fake), "name": "second"}
     create_endpoint(
@@ -401,27 +287,26 @@ def test_early_stream_failure_falls_back(
         ai_gateway={"fallback_config": {"enabled": True}},
     )
     fake.fail_stream_next("generation failed early")
-    raw = client.chat.completions.with_raw_response.create(
+    raw = openai_client.chat.completions.with_raw_response.create(
         model=endpoint_name, messages=[{"role": "user", "content": "busy"}], stream=True
     )
-    assert streamed(list(raw.parse()))[0] == "You said: busy"
+    assert kit.streamed(list(raw.parse()))[0] == "You said: busy"
     assert raw.headers["served-model-name"] == "second" and len(fake.requests) == 2
 
 
-def test_unsupported_requests_are_clear_400s(fake: FakeCohere, client: OpenAI, endpoint: str):
-    with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
-            model=endpoint, messages=[{"role": "user", "content": "x"}], logprobs=True
-        )
-    assert "logprobs" in str(err.value)
-    with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
-            model=endpoint,
-            messages=[{"role": "user", "content": "x"}],
-            tools=[WEATHER],
-            tool_choice={"type": "function", "function": {"name": "nope"}},
-        )
-    assert "'nope'" in str(err.value)
+def test_unsupported_requests_are_clear_400s(
+    fake: FakeCohere, openai_client: OpenAI, endpoint: str
+):
+    err = kit.chat_error(openai_client, endpoint, openai.BadRequestError, logprobs=True)
+    assert "logprobs" in str(err)
+    err = kit.chat_error(
+        openai_client,
+        endpoint,
+        openai.BadRequestError,
+        tools=[kit.WEATHER],
+        tool_choice={"type": "function", "function": {"name": "nope"}},
+    )
+    assert "'nope'" in str(err)
     assert fake.requests == []
 
 
@@ -441,20 +326,5 @@ CHAT, PLAIN = "llm/v1/chat", {"cohere_api_key_plaintext": "k"}
     ],
 )
 def test_bad_config_is_a_clear_400(gateway: Server, endpoint_name, config, task, expected):
-    entity = {
-        "external_model": {
-            "provider": "cohere",
-            "name": "command-a",
-            "task": task,
-            "cohere_config": config,
-        }
-    }
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints",
-        json={"name": endpoint_name, "config": {"served_entities": [entity]}},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert "co-literal" not in r.text
+    entity = kit.external("cohere", "command-a", config, task)
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, "co-literal")

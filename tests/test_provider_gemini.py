@@ -6,94 +6,31 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from collections.abc import Iterator
 
 import openai
 import pytest
-import requests
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.gemini import FAILING_PROMPT, SKIP_SIGNATURE, FakeGemini
 
 KEY = "AIza-test-gemini-key-7d2e"
 MODEL = "gemini-2.5-flash"
-
-
-def function(name: str, description: str, prop: str) -> dict:
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": description,
-            "parameters": {
-                "type": "object",
-                "properties": {prop: {"type": "string"}},
-                "required": [prop],
-            },
-        },
-    }
-
-
-WEATHER = function("get_weather", "Weather in a city", "city")
-TIME = function("get_time", "Local time in a city", "place")
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGemini]:
-    upstream = FakeGemini(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeGemini) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token, max_retries=0)
+fake, clean = kit.fake_fixtures(lambda: FakeGemini(KEY))
 
 
 def gemini_entity(
     fake: FakeGemini, task: str = "llm/v1/chat", name: str = MODEL, key: str = KEY
 ) -> dict:
-    return {
-        "name": "gemini",
-        "external_model": {
-            "provider": "gemini",
-            "name": name,
-            "task": task,
-            "gemini_config": {"gemini_api_key_plaintext": key, "gemini_api_base": fake.url},
-        },
-    }
-
-
-def streamed_text(stream) -> str:  # type: ignore[no-untyped-def]
-    return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
-
-
-def streamed_calls(stream) -> tuple[list[str], dict[int, str], list]:  # type: ignore[no-untyped-def]
-    """(names, arguments by index, finish reasons) of a streamed answer."""
-    names, arguments, finishes = [], {}, []
-    for chunk in stream:
-        for choice in chunk.choices:
-            finishes += [choice.finish_reason] if choice.finish_reason else []
-            for call in choice.delta.tool_calls or []:
-                names += [call.function.name] if call.function.name else []
-                arguments[call.index] = arguments.get(call.index, "") + (
-                    call.function.arguments or ""
-                )
-    return names, arguments, finishes
+    config = {"gemini_api_key_plaintext": key, "gemini_api_base": fake.url}
+    return kit.external("gemini", name, config, task, "gemini")
 
 
 def test_chat_plain_and_streamed(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[
             {"role": "system", "content": "Be brief."},
@@ -126,15 +63,10 @@ def test_chat_plain_and_streamed(
         "temperature": 0.2, "topP": 0.9, "topK": 40, "maxOutputTokens": 20, "seed": 7,
     }  # fmt: skip
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint_name,
-            messages=[{"role": "user", "content": "stream me"}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    chunks = kit.chat_chunks(
+        openai_client, endpoint_name, "stream me", stream_options={"include_usage": True}
     )
-    assert streamed_text(chunks) == "You said: stream me"
+    assert kit.streamed_text(chunks) == "You said: stream me"
     assert fake.requests[-1].path == f"/v1beta/models/{MODEL}:streamGenerateContent"
     assert fake.requests[-1].query == {"alt": "sse"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
@@ -143,14 +75,14 @@ def test_chat_plain_and_streamed(
 
 
 def test_openai_client_tools_round_trip_plain_and_streamed(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     """Acceptance: `tools` in, OpenAI `tool_calls` out (parallel, plain and streamed), tool
     results back as two tool messages in a row, the final answer out (plain and streamed)."""
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
     messages: list = [{"role": "user", "content": "Paris"}]
-    first = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME]
+    first = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
     )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -165,24 +97,25 @@ def test_openai_client_tools_round_trip_plain_and_streamed(
     assert declared[0] == {
         "name": "get_weather",
         "description": "Weather in a city",
-        "parametersJsonSchema": WEATHER["function"]["parameters"],
+        "parametersJsonSchema": kit.WEATHER["function"]["parameters"],
     }
 
-    names, arguments, finishes = streamed_calls(
-        client.chat.completions.create(
-            model=endpoint_name, messages=messages, tools=[WEATHER, TIME], stream=True
+    _, streamed_calls, finishes = kit.streamed(
+        openai_client.chat.completions.create(
+            model=endpoint_name,
+            messages=messages,
+            tools=[kit.WEATHER, kit.TIME_OF_PLACE],
+            stream=True,
         )
     )
+    names = [c["name"] for c in streamed_calls.values()]
     assert names == ["get_weather", "get_time"] and finishes == ["tool_calls"]
-    assert [json.loads(a) for a in arguments.values()] == [{"city": "Paris"}, {"place": "Paris"}]
+    arguments = [json.loads(c["arguments"]) for c in streamed_calls.values()]
+    assert arguments == [{"city": "Paris"}, {"place": "Paris"}]
 
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": calls[1].id, "content": "10:00"},
-    ]
-    final = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME]
+    messages += kit.tool_replies(choice.message, "sunny, 21 C", "10:00")
+    final = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
     )
     assert final.choices[0].message.content == "Results: sunny, 21 C; 10:00"
     assert final.choices[0].finish_reason == "stop"
@@ -196,19 +129,19 @@ def test_openai_client_tools_round_trip_plain_and_streamed(
     # The signature Gemini put on the first call went back with it (the fake checks it too).
     assert contents[1]["parts"][0]["thoughtSignature"] in fake.signatures
 
-    streamed = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME], stream=True
+    final_stream = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE], stream=True
     )
-    assert streamed_text(streamed) == "Results: sunny, 21 C; 10:00"
+    assert kit.streamed_text(final_stream) == "Results: sunny, 21 C; 10:00"
 
 
 def test_tool_history_from_elsewhere_gets_the_documented_placeholder_signature(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
-        tools=[WEATHER],
+        tools=[kit.WEATHER],
         messages=[
             {"role": "user", "content": "Oslo"},
             {
@@ -236,25 +169,31 @@ def test_tool_history_from_elsewhere_gets_the_documented_placeholder_signature(
 
 
 def test_tool_choice_none_required_and_named(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
     messages = [{"role": "user", "content": "Rome"}]
-    none = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME], tool_choice="none"
+    none = openai_client.chat.completions.create(
+        model=endpoint_name,
+        messages=messages,
+        tools=[kit.WEATHER, kit.TIME_OF_PLACE],
+        tool_choice="none",
     )
     assert none.choices[0].message.content == "You said: Rome"
     assert fake.requests[-1].json()["toolConfig"] == {"functionCallingConfig": {"mode": "NONE"}}
 
-    client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME], tool_choice="required"
+    openai_client.chat.completions.create(
+        model=endpoint_name,
+        messages=messages,
+        tools=[kit.WEATHER, kit.TIME_OF_PLACE],
+        tool_choice="required",
     )
     assert fake.requests[-1].json()["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
 
-    named = client.chat.completions.create(
+    named = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=messages,
-        tools=[WEATHER, TIME],
+        tools=[kit.WEATHER, kit.TIME_OF_PLACE],
         tool_choice={"type": "function", "function": {"name": "get_time"}},
     )
     assert [c.function.name for c in named.choices[0].message.tool_calls or []] == ["get_time"]
@@ -264,10 +203,10 @@ def test_tool_choice_none_required_and_named(
 
 
 def test_json_mode_and_json_schema(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_object"},
@@ -281,7 +220,7 @@ def test_json_mode_and_json_schema(
         "required": ["echo"],
         "additionalProperties": False,
     }
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "schema please"}],
         response_format={
@@ -295,15 +234,15 @@ def test_json_mode_and_json_schema(
 
 
 def test_stop_and_max_tokens_finish_with_length(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
-    cut = client.chat.completions.create(
+    cut = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "a b c d"}], max_tokens=3
     )
     assert cut.choices[0].message.content == "You said: a"
     assert cut.choices[0].finish_reason == "length"
-    stopped = client.chat.completions.create(
+    stopped = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "one STOP two"}],
         stop=["STOP", "END"],
@@ -311,8 +250,8 @@ def test_stop_and_max_tokens_finish_with_length(
     assert stopped.choices[0].message.content == "You said: one "
     assert stopped.choices[0].finish_reason == "stop"
     assert fake.requests[-1].json()["generationConfig"]["stopSequences"] == ["STOP", "END"]
-    _, _, finishes = streamed_calls(
-        client.chat.completions.create(
+    _, _, finishes = kit.streamed(
+        openai_client.chat.completions.create(
             model=endpoint_name,
             messages=[{"role": "user", "content": "a b c d"}],
             max_tokens=3,
@@ -323,17 +262,17 @@ def test_stop_and_max_tokens_finish_with_length(
 
 
 def test_n_is_candidate_count_plain_and_streamed(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "twice"}], n=2
     )
     assert [c.index for c in answer.choices] == [0, 1]
     assert {c.message.content for c in answer.choices} == {"You said: twice"}
     assert fake.requests[-1].json()["generationConfig"] == {"candidateCount": 2}
     texts: dict[int, str] = {}
-    for chunk in client.chat.completions.create(
+    for chunk in openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "twice"}], n=2, stream=True
     ):
         for choice in chunk.choices:
@@ -342,24 +281,24 @@ def test_n_is_candidate_count_plain_and_streamed(
 
 
 def test_safety_block_is_content_filter(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
     messages = [{"role": "user", "content": "unsafe"}]
-    answer = client.chat.completions.create(model=endpoint_name, messages=messages)
+    answer = openai_client.chat.completions.create(model=endpoint_name, messages=messages)
     assert answer.choices[0].finish_reason == "content_filter"
-    _, _, finishes = streamed_calls(
-        client.chat.completions.create(model=endpoint_name, messages=messages, stream=True)
+    _, _, finishes = kit.streamed(
+        openai_client.chat.completions.create(model=endpoint_name, messages=messages, stream=True)
     )
     assert finishes == ["content_filter"]
 
 
 def test_extra_params_and_unknown_keys_pass_through(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
     safety = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "extras"}],
         temperature=0.5,
@@ -385,10 +324,12 @@ def test_extra_params_and_unknown_keys_pass_through(
     assert not {"extra_params", "user", "parallel_tool_calls"} & set(sent)
 
 
-def test_embeddings(gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str) -> None:
+def test_embeddings(
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
+) -> None:
     entity = gemini_entity(fake, task="llm/v1/embeddings", name="gemini-embedding-001")
     create_endpoint(gateway, endpoint_name, [entity])
-    vectors = client.embeddings.create(
+    vectors = openai_client.embeddings.create(
         model=endpoint_name, input=["ab", "abcd"], encoding_format="float"
     )
     assert [d.embedding for d in vectors.data] == [[2.0, 0.5, -0.5], [4.0, 0.5, -0.5]]
@@ -400,15 +341,10 @@ def test_embeddings(gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_
         "content": {"parts": [{"text": "abcd"}]},
     }
 
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={
-            "input": "abc",
-            "encoding_format": "base64",
-            "dimensions": 2,
-            "taskType": "CLUSTERING",
-        },
-        headers=gateway.headers,
+    r = kit.invoke(
+        gateway,
+        endpoint_name,
+        {"input": "abc", "encoding_format": "base64", "dimensions": 2, "taskType": "CLUSTERING"},
     )
     assert r.status_code == 200, r.text
     packed = base64.b64decode(r.json()["data"][0]["embedding"])
@@ -418,43 +354,24 @@ def test_embeddings(gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_
 
 
 def test_upstream_errors_keep_status_and_message(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake, key="AIza-wrong-key")])
-    with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "API key not valid" in str(err.value)
+    err = kit.chat_error(openai_client, endpoint_name, openai.BadRequestError)
+    assert "API key not valid" in str(err)
     assert fake.requests[-1].headers["x-goog-api-key"] == "AIza-wrong-key"
 
-    r = requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [gemini_entity(fake)]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 200, r.text
+    kit.update_config(gateway, endpoint_name, [gemini_entity(fake)])
     for stream in (False, True):
-        fake.fail_next("status:429")
-        r = requests.post(
-            f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-            json={"messages": [{"role": "user", "content": "x"}], "stream": stream},
-            headers=gateway.headers,
-        )
-        assert r.status_code == 429
-        assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-        assert "injected failure with status 429" in r.json()["message"]
+        kit.assert_rate_limit_kept(gateway, fake, endpoint_name, stream=stream)
 
 
 def test_error_inside_a_stream_ends_it_with_the_upstream_message(
     gateway: Server, fake: FakeGemini, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": FAILING_PROMPT}], "stream": True},
-        headers=gateway.headers,
-    )
+    chat = {"messages": [{"role": "user", "content": FAILING_PROMPT}], "stream": True}
+    r = kit.invoke(gateway, endpoint_name, chat)
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
     assert events[0]["choices"][0]["delta"]["content"] == "You "
     assert events[-1]["error"]["error_code"] == "BAD_GATEWAY"
@@ -462,11 +379,11 @@ def test_error_inside_a_stream_ends_it_with_the_upstream_message(
 
 
 def test_tool_result_without_its_call_is_a_clear_400(
-    gateway: Server, fake: FakeGemini, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [gemini_entity(fake)])
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=endpoint_name,
             messages=[
                 {"role": "user", "content": "x"},
@@ -491,20 +408,5 @@ def test_tool_result_without_its_call_is_a_clear_400(
 def test_bad_config_is_a_clear_400(
     gateway: Server, endpoint_name: str, config: dict, expected: str
 ) -> None:
-    entity = {
-        "external_model": {
-            "provider": "gemini",
-            "name": MODEL,
-            "task": "llm/v1/chat",
-            "gemini_config": config,
-        }
-    }
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints",
-        json={"name": endpoint_name, "config": {"served_entities": [entity]}},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert "AIza-literal" not in r.text
+    entity = kit.external("gemini", MODEL, config)
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, "AIza-literal")

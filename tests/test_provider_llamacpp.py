@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 
 SECRET = "llama-server-" + os.urandom(8).hex()
@@ -42,30 +43,13 @@ def llama_server(
 
 
 def custom_entity(url: str) -> dict:
-    return {
-        "name": "llama-custom",
-        "external_model": {
-            "provider": "custom",
-            "name": "smollm2",
-            "task": "llm/v1/chat",
-            "custom_provider_config": {
-                "custom_provider_url": f"{url}/v1",
-                "bearer_token_auth": {"token_plaintext": SECRET},
-            },
-        },
-    }
+    config = {"custom_provider_url": f"{url}/v1", "bearer_token_auth": {"token_plaintext": SECRET}}
+    return kit.external("custom", "smollm2", config, name="llama-custom")
 
 
 def openai_entity(url: str) -> dict:
-    return {
-        "name": "llama-openai",
-        "external_model": {
-            "provider": "openai",
-            "name": "smollm2",
-            "task": "llm/v1/chat",
-            "openai_config": {"openai_api_key_plaintext": SECRET, "openai_api_base": f"{url}/v1"},
-        },
-    }
+    config = {"openai_api_key_plaintext": SECRET, "openai_api_base": f"{url}/v1"}
+    return kit.external("openai", "smollm2", config, name="llama-openai")
 
 
 @pytest.mark.parametrize("make_entity", [custom_entity, openai_entity])
@@ -91,7 +75,7 @@ def test_chat_stream_and_json_mode(gateway: Server, llama_server: str, endpoint_
             stream_options={"include_usage": True},
         )
     )
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    streamed = kit.streamed_text(chunks)
     assert streamed == answer.choices[0].message.content  # temperature 0: the same answer
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 

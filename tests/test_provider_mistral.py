@@ -4,56 +4,23 @@ fake that checks every request against Mistral's API reference (which allows no 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
-import requests
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.mistral import FakeMistral
-from tests.test_provider_cohere import TIME, WEATHER, streamed
 
 KEY = "mistral-test-key-51ac"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeMistral]:
-    upstream = FakeMistral(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeMistral) -> Iterator[None]:
-    fake.reset()
-    yield
-    fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> Iterator[OpenAI]:
-    url = f"{gateway.url}/serving-endpoints"
-    with OpenAI(base_url=url, api_key=gateway.token, max_retries=0) as openai_client:
-        yield openai_client  # closed after the test: no sockets left for the GC to find
+fake, clean = kit.fake_fixtures(lambda: FakeMistral(KEY))
 
 
 def mistral(fake: FakeMistral, task: str = "llm/v1/chat", name: str = "mistral-large-latest",
             **cfg: Any) -> dict:  # fmt: skip
-    return {
-        "name": "mistral",
-        "external_model": {
-            "provider": "mistral",
-            "name": name,
-            "task": task,
-            "mistral_config": {
-                "mistral_api_key_plaintext": KEY,
-                "mistral_api_base": f"{fake.url}/v1",
-                **cfg,
-            },
-        },
-    }
+    config = {"mistral_api_key_plaintext": KEY, "mistral_api_base": f"{fake.url}/v1", **cfg}
+    return kit.external("mistral", name, config, task, "mistral")
 
 
 @pytest.fixture
@@ -62,12 +29,8 @@ def endpoint(gateway: Server, fake: FakeMistral, endpoint_name: str) -> str:
     return endpoint_name
 
 
-def sent(fake: FakeMistral) -> dict[str, Any]:
-    return fake.requests[-1].json()
-
-
-def test_chat_plain_and_streamed(fake: FakeMistral, client: OpenAI, endpoint: str):
-    answer = client.chat.completions.create(
+def test_chat_plain_and_streamed(fake: FakeMistral, openai_client: OpenAI, endpoint: str):
+    answer = openai_client.chat.completions.create(
         model=endpoint,
         messages=[
             {"role": "developer", "content": "Be brief."},
@@ -81,7 +44,7 @@ def test_chat_plain_and_streamed(fake: FakeMistral, client: OpenAI, endpoint: st
     assert answer.choices[0].message.content == "You said: hi"
     assert answer.choices[0].finish_reason == "stop"
     assert answer.usage is not None and answer.usage.total_tokens == 4
-    body = sent(fake)
+    body = kit.sent(fake)
     assert fake.requests[-1].path == "/v1/chat/completions"
     assert body["random_seed"] == 11 and "seed" not in body
     assert "top_k" not in body and "stream" not in body
@@ -91,41 +54,34 @@ def test_chat_plain_and_streamed(fake: FakeMistral, client: OpenAI, endpoint: st
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.3, 0.9, 20)
     assert not hasattr(answer.choices[0].message, "prefix")
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint,
-            messages=[{"role": "user", "content": "stream me"}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    chunks = kit.chat_chunks(
+        openai_client, endpoint, "stream me", stream_options={"include_usage": True}
     )
-    assert streamed(chunks)[0] == "You said: stream me" and streamed(chunks)[2] == ["stop"]
-    assert sent(fake)["stream"] is True and "stream_options" not in sent(fake)
+    assert kit.streamed(chunks)[0] == "You said: stream me" and kit.streamed(chunks)[2] == ["stop"]
+    assert kit.sent(fake)["stream"] is True and "stream_options" not in kit.sent(fake)
     # Mistral's usage rides on its last content chunk; the client gets OpenAI's usage chunk.
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 4
     assert all(c.usage is None for c in chunks[:-1])
-    quiet = list(
-        client.chat.completions.create(
-            model=endpoint, messages=[{"role": "user", "content": "x"}], stream=True
-        )
-    )
+    quiet = kit.chat_chunks(openai_client, endpoint, "x")
     assert all(c.usage is None and c.choices for c in quiet)
 
 
-def test_parallel_tool_calls_round_trip(fake: FakeMistral, client: OpenAI, endpoint: str):
+def test_parallel_tool_calls_round_trip(fake: FakeMistral, openai_client: OpenAI, endpoint: str):
     messages: list = [{"role": "user", "content": "Paris"}]
-    first = client.chat.completions.create(model=endpoint, messages=messages, tools=[WEATHER, TIME])
+    first = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME]
+    )
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls
     assert [c.function.name for c in calls] == ["get_weather", "get_time"]
     assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Paris"}] * 2
 
-    streamed_calls = streamed(
+    streamed_calls = kit.streamed(
         list(
-            client.chat.completions.create(
-                model=endpoint, messages=messages, tools=[WEATHER, TIME], stream=True
+            openai_client.chat.completions.create(
+                model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME], stream=True
             )
         )
     )[1]
@@ -133,45 +89,45 @@ def test_parallel_tool_calls_round_trip(fake: FakeMistral, client: OpenAI, endpo
     assert [streamed_calls[i]["id"] for i in (0, 1)] == [c.id for c in calls]
     assert json.loads(streamed_calls[1]["arguments"]) == {"city": "Paris"}
 
-    messages += [
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": calls[1].id, "content": "14:00"},
-    ]
-    final = client.chat.completions.create(model=endpoint, messages=messages, tools=[WEATHER, TIME])
+    messages += kit.tool_replies(choice.message, "sunny, 21 C", "14:00")
+    final = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME]
+    )
     assert final.choices[0].message.content == "Results: sunny, 21 C; 14:00"
-    results = sent(fake)["messages"][2:]
+    results = kit.sent(fake)["messages"][2:]
     assert [(r["name"], r["tool_call_id"]) for r in results] == [
         ("get_weather", calls[0].id),
         ("get_time", calls[1].id),
     ]
-    chunks = client.chat.completions.create(
-        model=endpoint, messages=messages, tools=[WEATHER, TIME], stream=True
+    chunks = openai_client.chat.completions.create(
+        model=endpoint, messages=messages, tools=[kit.WEATHER, kit.TIME], stream=True
     )
-    assert streamed(list(chunks))[0] == "Results: sunny, 21 C; 14:00"
+    assert kit.streamed(list(chunks))[0] == "Results: sunny, 21 C; 14:00"
 
 
-def test_tool_choice(fake: FakeMistral, client: OpenAI, endpoint: str):
+def test_tool_choice(fake: FakeMistral, openai_client: OpenAI, endpoint: str):
     ask = {"model": endpoint, "messages": [{"role": "user", "content": "Rome"}]}
-    client.chat.completions.create(**ask, tools=[WEATHER], tool_choice="required")
-    assert sent(fake)["tool_choice"] == "any"
-    none = client.chat.completions.create(**ask, tools=[WEATHER], tool_choice="none")
+    openai_client.chat.completions.create(**ask, tools=[kit.WEATHER], tool_choice="required")
+    assert kit.sent(fake)["tool_choice"] == "any"
+    none = openai_client.chat.completions.create(**ask, tools=[kit.WEATHER], tool_choice="none")
     assert none.choices[0].message.content == "You said: Rome"
     forced = {"type": "function", "function": {"name": "get_time"}}
-    named = client.chat.completions.create(**ask, tools=[WEATHER, TIME], tool_choice=forced)
+    named = openai_client.chat.completions.create(
+        **ask, tools=[kit.WEATHER, kit.TIME], tool_choice=forced
+    )
     assert [c.function.name for c in named.choices[0].message.tool_calls] == ["get_time"]
-    assert sent(fake)["tool_choice"] == forced
+    assert kit.sent(fake)["tool_choice"] == forced
 
 
-def test_json_mode_and_schema(fake: FakeMistral, client: OpenAI, endpoint: str):
-    answer = client.chat.completions.create(
+def test_json_mode_and_schema(fake: FakeMistral, openai_client: OpenAI, endpoint: str):
+    answer = openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_object"},
     )
     assert json.loads(answer.choices[0].message.content) == {"echo": "json please"}
     schema = {"type": "object", "properties": {"echo": {"type": "string"}}}
-    client.chat.completions.create(
+    openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "schema"}],
         response_format={
@@ -184,38 +140,38 @@ def test_json_mode_and_schema(fake: FakeMistral, client: OpenAI, endpoint: str):
             },
         },
     )
-    assert sent(fake)["response_format"] == {
+    assert kit.sent(fake)["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "e", "schema": schema, "strict": True},
     }
 
 
-def test_stop_max_tokens_and_extra_params(fake: FakeMistral, client: OpenAI, endpoint: str):
-    cut = client.chat.completions.create(
+def test_stop_max_tokens_and_extra_params(fake: FakeMistral, openai_client: OpenAI, endpoint: str):
+    cut = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "one two three"}], max_tokens=2
     )
     assert cut.choices[0].message.content == "You said:"
     assert cut.choices[0].finish_reason == "length"
-    stopped = client.chat.completions.create(
+    stopped = openai_client.chat.completions.create(
         model=endpoint,
         messages=[{"role": "user", "content": "one two three"}],
         stop=["two"],
         extra_body={"safe_prompt": True, "extra_params": {"parallel_tool_calls": False}},
     )
     assert stopped.choices[0].message.content == "You said: one "
-    body = sent(fake)
+    body = kit.sent(fake)
     assert body["stop"] == ["two"] and body["safe_prompt"] is True
     assert body["parallel_tool_calls"] is False and "extra_params" not in body
 
-    two = client.chat.completions.create(
+    two = openai_client.chat.completions.create(
         model=endpoint, messages=[{"role": "user", "content": "x"}], n=2
     )
-    assert sent(fake)["n"] == 2 and two.choices[0].message.content == "You said: x"
+    assert kit.sent(fake)["n"] == 2 and two.choices[0].message.content == "You said: x"
 
 
-def test_embeddings(gateway: Server, fake: FakeMistral, client: OpenAI, endpoint_name: str):
+def test_embeddings(gateway: Server, fake: FakeMistral, openai_client: OpenAI, endpoint_name: str):
     create_endpoint(gateway, endpoint_name, [mistral(fake, "llm/v1/embeddings", "mistral-embed")])
-    vectors = client.embeddings.create(
+    vectors = openai_client.embeddings.create(
         model=endpoint_name,
         input=["ab", "abcd"],
         encoding_format="float",
@@ -223,53 +179,31 @@ def test_embeddings(gateway: Server, fake: FakeMistral, client: OpenAI, endpoint
     )
     assert [d.embedding for d in vectors.data] == [[2.0, 0.5, -0.5], [4.0, 0.5, -0.5]]
     assert vectors.usage.prompt_tokens == 2
-    body = sent(fake)
+    body = kit.sent(fake)
     assert fake.requests[-1].path == "/v1/embeddings"
     assert body["model"] == "mistral-embed" and body["output_dimension"] == 512
     assert "dimensions" not in body
 
 
 def test_upstream_errors_keep_status_and_message(
-    gateway: Server, fake: FakeMistral, client: OpenAI, endpoint_name: str
+    gateway: Server, fake: FakeMistral, openai_client: OpenAI, endpoint_name: str
 ):
     create_endpoint(gateway, endpoint_name, [mistral(fake, mistral_api_key_plaintext="wrong")])
-    with pytest.raises(openai.AuthenticationError) as denied:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "Unauthorized" in str(denied.value)
+    denied = kit.chat_error(openai_client, endpoint_name, openai.AuthenticationError)
+    assert "Unauthorized" in str(denied)
 
-    r = requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [mistral(fake)]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 200, r.text
-    fake.fail_next("status:429")
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": "x"}]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "injected failure with status 429" in r.json()["message"]
+    kit.update_config(gateway, endpoint_name, [mistral(fake)])
+    kit.assert_rate_limit_kept(gateway, fake, endpoint_name)
 
     # An unknown top-level key passes through, and the API's refusal comes back as a 400.
-    with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(
-            model=endpoint_name,
-            messages=[{"role": "user", "content": "x"}],
-            extra_body={"frobnicate": 1},
-        )
-    assert "fields the API does not document: ['frobnicate']" in str(bad.value)
+    bad = kit.chat_error(
+        openai_client, endpoint_name, openai.BadRequestError, extra_body={"frobnicate": 1}
+    )
+    assert "fields the API does not document: ['frobnicate']" in str(bad)
     fake.violations.clear()  # provoked on purpose
 
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}], logprobs=True
-        )
-    assert "logprobs" in str(refused.value)
+    refused = kit.chat_error(openai_client, endpoint_name, openai.BadRequestError, logprobs=True)
+    assert "logprobs" in str(refused)
 
 
 CHAT, PLAIN = "llm/v1/chat", {"mistral_api_key_plaintext": "k"}
@@ -287,20 +221,5 @@ CHAT, PLAIN = "llm/v1/chat", {"mistral_api_key_plaintext": "k"}
     ],
 )
 def test_bad_config_is_a_clear_400(gateway: Server, endpoint_name, config, task, expected):
-    entity = {
-        "external_model": {
-            "provider": "mistral",
-            "name": "mistral-small-latest",
-            "task": task,
-            "mistral_config": config,
-        }
-    }
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints",
-        json={"name": endpoint_name, "config": {"served_entities": [entity]}},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert "m-literal" not in r.text
+    entity = kit.external("mistral", "mistral-small-latest", config, task)
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, "m-literal")

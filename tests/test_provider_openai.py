@@ -5,84 +5,27 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import openai
 import pytest
 import requests
 from openai import OpenAI
-from tests.conftest import Server, create_endpoint
+from tests import provider_kit as kit
+from tests.conftest import Server, create_endpoint, delete_endpoint
 from tests.fakes.openai import FakeOpenAI
 
 KEY = "sk-test-openai-key-4f1c"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeOpenAI]:
-    upstream = FakeOpenAI(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def azure_fake() -> Iterator[FakeOpenAI]:
-    upstream = FakeOpenAI(KEY, azure=True, api_version="2024-10-21").start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(fake: FakeOpenAI, azure_fake: FakeOpenAI) -> Iterator[None]:
-    fake.reset()
-    azure_fake.reset()
-    yield
-    fake.assert_clean()
-    azure_fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token, max_retries=0)
+fake, clean = kit.fake_fixtures(lambda: FakeOpenAI(KEY))
+azure_fake, clean_azure = kit.fake_fixtures(
+    lambda: FakeOpenAI(KEY, azure=True, api_version="2024-10-21")
+)
 
 
 def openai_entity(fake: FakeOpenAI, name: str = "gpt", task: str = "llm/v1/chat", **cfg) -> dict:
-    return {
-        "name": name,
-        "external_model": {
-            "provider": "openai",
-            "name": "gpt-4o-mini",
-            "task": task,
-            "openai_config": {
-                "openai_api_key_plaintext": KEY,
-                "openai_api_base": f"{fake.url}/v1",
-                **cfg,
-            },
-        },
-    }
+    config = {"openai_api_key_plaintext": KEY, "openai_api_base": f"{fake.url}/v1", **cfg}
+    return kit.external("openai", "gpt-4o-mini", config, task, name)
 
 
 @dataclass
@@ -117,30 +60,27 @@ def upstream(
                 "custom_provider_url": f"{fake.url}/v1",
                 "bearer_token_auth": {"token_plaintext": KEY},
             }
-            model = {"provider": "custom", "custom_provider_config": config}
-        else:
-            # Another server's endpoint: here, an endpoint of the same server.
-            inner = f"inner-{os.urandom(4).hex()}"
-            create_endpoint(gateway, inner, [openai_entity(fake, task=task)])
-            inner_endpoints.append(inner)
-            config = {
-                "databricks_workspace_url": gateway.url,
-                "databricks_api_token_plaintext": gateway.token,
-            }
-            model = {"provider": "databricks-model-serving", "name": inner,
-                     "databricks_model_serving_config": config}  # fmt: skip
-        return {"name": "up", "external_model": {"name": "gpt-4o-mini", "task": task, **model}}
+            return kit.external("custom", "gpt-4o-mini", config, task, "up")
+        # Another server's endpoint: here, an endpoint of the same server.
+        inner = f"inner-{os.urandom(4).hex()}"
+        create_endpoint(gateway, inner, [openai_entity(fake, task=task)])
+        inner_endpoints.append(inner)
+        config = {
+            "databricks_workspace_url": gateway.url,
+            "databricks_api_token_plaintext": gateway.token,
+        }
+        return kit.external("databricks-model-serving", inner, config, task, "up")
 
     yield Upstream(azure_fake if request.param == "azure" else fake, entity)
     for name in inner_endpoints:
-        requests.delete(f"{gateway.url}/api/2.0/serving-endpoints/{name}", headers=gateway.headers)
+        delete_endpoint(gateway, name)
 
 
 def test_chat_plain_and_streamed(
-    gateway: Server, upstream: Upstream, client: OpenAI, endpoint_name
+    gateway: Server, upstream: Upstream, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [upstream.entity("llm/v1/chat")])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
         max_tokens=20,
@@ -153,38 +93,23 @@ def test_chat_plain_and_streamed(
     assert sent["model"] == "gpt-4o-mini"
     assert sent["max_tokens"] == 20 and sent["temperature"] == 0.2
 
-    stream = client.chat.completions.create(
-        model=endpoint_name,
-        messages=[{"role": "user", "content": "stream me"}],
-        stream=True,
-        stream_options={"include_usage": True},
+    chunks = kit.chat_chunks(
+        openai_client, endpoint_name, "stream me", stream_options={"include_usage": True}
     )
-    chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "You said: stream me"
+    assert kit.streamed_text(chunks) == "You said: stream me"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
     assert len({c.id for c in chunks}) == 1
 
 
-def streamed_calls(stream: Iterable) -> dict[int, dict[str, str]]:
-    """Tool calls assembled from stream deltas, by index: {"id", "name", "arguments"}."""
-    calls: dict[int, dict[str, str]] = {}
-    for chunk in stream:
-        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
-            call = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] += tc.id or ""
-            call["name"] += (tc.function.name or "") if tc.function else ""
-            call["arguments"] += (tc.function.arguments or "") if tc.function else ""
-    return calls
-
-
 def test_tools_round_trip_plain_and_streamed(
-    gateway: Server, upstream: Upstream, client: OpenAI, endpoint_name
+    gateway: Server, upstream: Upstream, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [upstream.entity("llm/v1/chat")])
-    tools = [WEATHER, TIME]
+    tools = [kit.WEATHER, kit.TIME]
     messages: list = [{"role": "user", "content": "Paris"}]
-    first = client.chat.completions.create(model=endpoint_name, messages=messages, tools=tools)
+    first = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=tools
+    )
     calls = first.choices[0].message.tool_calls
     assert first.choices[0].finish_reason == "tool_calls"
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
@@ -192,35 +117,32 @@ def test_tools_round_trip_plain_and_streamed(
         ("get_time", {"city": "Paris"}),
     ]
 
-    streamed = streamed_calls(
-        client.chat.completions.create(
+    streamed_calls = kit.streamed(
+        openai_client.chat.completions.create(
             model=endpoint_name, messages=messages, tools=tools, stream=True
         )
-    )
-    assert [(c["name"], json.loads(c["arguments"])) for c in streamed.values()] == [
+    ).calls
+    assert [(c["name"], json.loads(c["arguments"])) for c in streamed_calls.values()] == [
         ("get_weather", {"city": "Paris"}),
         ("get_time", {"city": "Paris"}),
     ]
 
-    messages += [
-        first.choices[0].message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": calls[0].id, "content": "sunny, 21 C"},
-        {"role": "tool", "tool_call_id": calls[1].id, "content": "3 pm"},
-    ]
-    final = client.chat.completions.create(model=endpoint_name, messages=messages, tools=tools)
+    messages += kit.tool_replies(first.choices[0].message, "sunny, 21 C", "3 pm")
+    final = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=tools
+    )
     assert final.choices[0].message.content == "Results: sunny, 21 C; 3 pm"
-    chunks = client.chat.completions.create(
+    chunks = openai_client.chat.completions.create(
         model=endpoint_name, messages=messages, tools=tools, stream=True
     )
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Results: sunny, 21 C; 3 pm"
+    assert kit.streamed_text(chunks) == "Results: sunny, 21 C; 3 pm"
 
 
 def test_json_mode_extra_params_and_unknown_keys_pass_through(
-    gateway: Server, upstream: Upstream, client: OpenAI, endpoint_name
+    gateway: Server, upstream: Upstream, openai_client: OpenAI, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [upstream.entity("llm/v1/chat")])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "json please"}],
         response_format={"type": "json_object"},
@@ -234,21 +156,23 @@ def test_json_mode_extra_params_and_unknown_keys_pass_through(
 
 @pytest.mark.parametrize("task", ["llm/v1/embeddings", "llm/v1/completions"])
 def test_embeddings_and_completions(
-    gateway: Server, upstream: Upstream, client: OpenAI, endpoint_name, task
+    gateway: Server, upstream: Upstream, openai_client: OpenAI, endpoint_name, task
 ):
     create_endpoint(gateway, endpoint_name, [upstream.entity(task)])
     if task == "llm/v1/embeddings":
-        vectors = client.embeddings.create(
+        vectors = openai_client.embeddings.create(
             model=endpoint_name, input=["ab", "abcd"], encoding_format="float"
         )
         assert [d.embedding[0] for d in vectors.data] == [2.0, 4.0]
     else:
-        done = client.completions.create(model=endpoint_name, prompt="once upon", max_tokens=2)
+        done = openai_client.completions.create(
+            model=endpoint_name, prompt="once upon", max_tokens=2
+        )
         assert done.choices[0].text == "You said:" and done.choices[0].finish_reason == "length"
 
 
 def test_azure_names_the_deployment_in_the_path(
-    gateway: Server, azure_fake: FakeOpenAI, client: OpenAI, endpoint_name
+    gateway: Server, azure_fake: FakeOpenAI, openai_client: OpenAI, endpoint_name
 ):
     entity = openai_entity(
         azure_fake,
@@ -258,7 +182,9 @@ def test_azure_names_the_deployment_in_the_path(
         openai_deployment_name="my-gpt",
     )
     create_endpoint(gateway, endpoint_name, [entity])
-    client.chat.completions.create(model=endpoint_name, messages=[{"role": "user", "content": "a"}])
+    openai_client.chat.completions.create(
+        model=endpoint_name, messages=[{"role": "user", "content": "a"}]
+    )
     sent = azure_fake.requests[-1]
     assert sent.path == "/openai/deployments/my-gpt/chat/completions"
     assert sent.query == {"api-version": "2024-10-21"}
@@ -266,55 +192,32 @@ def test_azure_names_the_deployment_in_the_path(
 
 
 def test_upstream_error_keeps_status_and_message(
-    gateway: Server, fake: FakeOpenAI, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeOpenAI, openai_client: OpenAI, endpoint_name
 ):
     entity = openai_entity(fake)
     entity["external_model"]["openai_config"]["openai_api_key_plaintext"] = "sk-wrong-key-123"
     create_endpoint(gateway, endpoint_name, [entity])
-    with pytest.raises(openai.AuthenticationError) as err:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
+    err = kit.chat_error(openai_client, endpoint_name, openai.AuthenticationError)
     # The provider's status and message are kept; the key it echoed is not.
-    assert err.value.status_code == 401
-    assert "Incorrect API key provided: [REDACTED]" in err.value.message
-    assert "sk-wrong-key-123" not in err.value.response.text
+    assert err.status_code == 401
+    assert "Incorrect API key provided: [REDACTED]" in err.message
+    assert "sk-wrong-key-123" not in err.response.text
 
-    fake.fail_next("status:429")
     entity["external_model"]["openai_config"]["openai_api_key_plaintext"] = KEY
-    r = requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [entity]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 200, r.text
-    r = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": "x"}]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "injected failure with status 429" in r.json()["message"]
+    kit.update_config(gateway, endpoint_name, [entity])
+    kit.assert_rate_limit_kept(gateway, fake, endpoint_name)
 
 
 def test_custom_provider_bearer_and_api_key_auth(
-    gateway: Server, fake: FakeOpenAI, client: OpenAI, endpoint_name
+    gateway: Server, fake: FakeOpenAI, openai_client: OpenAI, endpoint_name
 ):
-    entity = {
-        "name": "vllm",
-        "external_model": {
-            "provider": "custom",
-            "name": "my-model",
-            "task": "llm/v1/chat",
-            "custom_provider_config": {
-                "custom_provider_url": f"{fake.url}/v1",
-                "bearer_token_auth": {"token_plaintext": KEY},
-            },
-        },
+    config = {
+        "custom_provider_url": f"{fake.url}/v1",
+        "bearer_token_auth": {"token_plaintext": KEY},
     }
+    entity = kit.external("custom", "my-model", config, name="vllm")
     create_endpoint(gateway, endpoint_name, [entity])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "custom"}]
     )
     assert answer.choices[0].message.content == "You said: custom"
@@ -326,37 +229,20 @@ def test_custom_provider_bearer_and_api_key_auth(
         "key": "X-Api-Key",
         "value_plaintext": "k-123456",
     }
-    requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [entity]},
-        headers=gateway.headers,
-    ).raise_for_status()
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
+    kit.update_config(gateway, endpoint_name, [entity])
+    kit.chat_error(openai_client, endpoint_name, openai.BadRequestError)
     assert fake.requests[-1].headers["X-Api-Key"] == "k-123456"
     fake.violations.clear()
 
 
 def test_palm_is_accepted_and_explains_it_was_retired(
-    gateway: Server, client: OpenAI, endpoint_name
+    gateway: Server, openai_client: OpenAI, endpoint_name
 ):
-    entity = {
-        "external_model": {
-            "provider": "palm",
-            "name": "chat-bison-001",
-            "task": "llm/v1/chat",
-            "palm_config": {"palm_api_key_plaintext": "old-key"},
-        }
-    }
+    entity = kit.external("palm", "chat-bison-001", {"palm_api_key_plaintext": "old-key"})
     created = create_endpoint(gateway, endpoint_name, [entity])
     assert created["state"]["ready"] == "READY"
-    with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "PaLM API was retired" in str(err.value) and "gemini" in str(err.value)
+    err = kit.chat_error(openai_client, endpoint_name, openai.BadRequestError)
+    assert "PaLM API was retired" in str(err) and "gemini" in str(err)
 
 
 def test_plaintext_keys_come_back_redacted(gateway: Server, fake: FakeOpenAI, endpoint_name):
@@ -383,25 +269,5 @@ def test_plaintext_keys_come_back_redacted(gateway: Server, fake: FakeOpenAI, en
     ],
 )
 def test_bad_provider_config_is_a_clear_400(gateway: Server, endpoint_name, config, expected):
-    body = {
-        "name": endpoint_name,
-        "config": {
-            "served_entities": [
-                {
-                    "external_model": {
-                        "provider": "openai",
-                        "name": "gpt-4o",
-                        "task": "llm/v1/chat",
-                        "openai_config": config,
-                    }
-                }
-            ]
-        },
-    }
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints", json=body, headers=gateway.headers
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert "sk-literal" not in r.text
+    entity = kit.external("openai", "gpt-4o", config)
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, "sk-literal")

@@ -11,6 +11,7 @@ import pytest
 import requests
 from databricks.sdk import WorkspaceClient
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.openai import FakeOpenAI
 
@@ -20,12 +21,13 @@ ROTATED = "sk-rotated-" + os.urandom(8).hex()
 
 @pytest.fixture
 def fake() -> Iterator[FakeOpenAI]:
-    upstream = FakeOpenAI(SECRET).start()
-    yield upstream
-    upstream.stop()
+    with kit.running(FakeOpenAI(SECRET)) as upstream:
+        yield upstream
 
 
-def test_secret_reference_is_used_and_never_shown(gateway: Server, fake: FakeOpenAI, endpoint_name):
+def test_secret_reference_is_used_and_never_shown(
+    gateway: Server, fake: FakeOpenAI, openai_client: OpenAI, endpoint_name
+):
     seen: list[str] = []  # every body the server sent back during the test
     w = WorkspaceClient(host=gateway.url, token=gateway.token)
     scope = f"llm-{os.urandom(4).hex()}"
@@ -33,21 +35,13 @@ def test_secret_reference_is_used_and_never_shown(gateway: Server, fake: FakeOpe
     w.secrets.put_secret(scope, "openai", string_value=SECRET)
     seen.append(str([s.as_dict() for s in w.secrets.list_secrets(scope)]))
 
-    entity = {
-        "name": "gpt",
-        "external_model": {
-            "provider": "openai",
-            "name": "gpt-4o-mini",
-            "task": "llm/v1/chat",
-            "openai_config": {
-                "openai_api_key": f"{{{{secrets/{scope}/openai}}}}",
-                "openai_api_base": f"{fake.url}/v1",
-            },
-        },
+    config = {
+        "openai_api_key": f"{{{{secrets/{scope}/openai}}}}",
+        "openai_api_base": f"{fake.url}/v1",
     }
+    entity = kit.external("openai", "gpt-4o-mini", config, name="gpt")
     seen.append(str(create_endpoint(gateway, endpoint_name, [entity])))
-    client = OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token)
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "hi"}]
     )
     assert answer.choices[0].message.content == "You said: hi"
@@ -57,15 +51,13 @@ def test_secret_reference_is_used_and_never_shown(gateway: Server, fake: FakeOpe
     # Rotating the secret applies at once; the provider echoes the key it refused, we do not.
     w.secrets.put_secret(scope, "openai", string_value=ROTATED)
     with pytest.raises(openai.AuthenticationError) as err:
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=endpoint_name, messages=[{"role": "user", "content": "hi"}]
         )
     assert fake.requests[-1].headers["Authorization"] == f"Bearer {ROTATED}"
     seen.append(err.value.response.text)
-    stream = requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint_name}/invocations",
-        json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
-        headers=gateway.headers,
+    stream = kit.invoke(
+        gateway, endpoint_name, {"messages": [{"role": "user", "content": "hi"}], "stream": True}
     )
     assert stream.status_code == 401
     seen.append(stream.text)
@@ -83,7 +75,7 @@ def test_secret_reference_is_used_and_never_shown(gateway: Server, fake: FakeOpe
     # A deleted secret: the query says which secret is missing, never its old value.
     w.secrets.delete_secret(scope, "openai")
     with pytest.raises(openai.APIStatusError) as gone:
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=endpoint_name, messages=[{"role": "user", "content": "hi"}]
         )
     assert f"'{scope}/openai'" in gone.value.message

@@ -13,9 +13,9 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.gemini import FakeGemini
-from tests.test_provider_gemini import TIME, WEATHER, streamed_calls, streamed_text
 
 EMAIL = "modelyard-test@my-project.iam.gserviceaccount.com"
 PROJECT, REGION, MODEL = "my-project", "us-central1", "gemini-2.5-flash"
@@ -61,23 +61,17 @@ def fake(account_key: rsa.RSAPrivateKey) -> Iterator[FakeGemini]:
     )
     upstream = FakeGemini(
         "unused-studio-key", public_key_pem=public.decode(), client_email=EMAIL, project=PROJECT
-    ).start()
-    yield upstream
-    upstream.stop()
+    )
+    with kit.running(upstream):
+        yield upstream
 
 
 @pytest.fixture(autouse=True)
 def clean(fake: FakeGemini) -> Iterator[None]:
-    fake.reset()
-    fake.token_requests = 0
-    fake.token_lifetime = 3600
-    yield
-    fake.assert_clean()
-
-
-@pytest.fixture
-def client(gateway: Server) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token, max_retries=0)
+    with kit.checked(fake):
+        fake.token_requests = 0
+        fake.token_lifetime = 3600
+        yield
 
 
 def vertex_entity(
@@ -94,30 +88,14 @@ def vertex_entity(
         "vertex_api_base": fake.url,
         **config,
     }
-    return {
-        "name": "vertex",
-        "external_model": {
-            "provider": "google-cloud-vertex-ai",
-            "name": name,
-            "task": task,
-            "google_cloud_vertex_ai_config": block,
-        },
-    }
-
-
-def invoke(gateway: Server, endpoint: str, body: dict) -> requests.Response:
-    return requests.post(
-        f"{gateway.url}/serving-endpoints/{endpoint}/invocations",
-        json=body,
-        headers=gateway.headers,
-    )
+    return kit.external("google-cloud-vertex-ai", name, block, task, "vertex")
 
 
 def test_chat_plain_and_streamed_on_one_cached_token(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [vertex_entity(fake, account_key)])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
         max_tokens=20,
@@ -129,42 +107,39 @@ def test_chat_plain_and_streamed_on_one_cached_token(
     assert sent.headers["Authorization"].removeprefix("Bearer ") in fake.tokens
     assert sent.json()["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
 
-    chunks = list(
-        client.chat.completions.create(
-            model=endpoint_name,
-            messages=[{"role": "user", "content": "stream me"}],
-            stream=True,
-            stream_options={"include_usage": True},
-        )
+    chunks = kit.chat_chunks(
+        openai_client, endpoint_name, "stream me", stream_options={"include_usage": True}
     )
-    assert streamed_text(chunks) == "You said: stream me"
+    assert kit.streamed_text(chunks) == "You said: stream me"
     assert fake.requests[-1].path == f"{PATH}/{MODEL}:streamGenerateContent"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 6
-    client.chat.completions.create(model=endpoint_name, messages=[{"role": "user", "content": "x"}])
+    openai_client.chat.completions.create(
+        model=endpoint_name, messages=[{"role": "user", "content": "x"}]
+    )
     # Three calls, one JWT-bearer exchange: the token is cached until near its expiry.
     assert fake.token_requests == 1
     assert len({r.headers["Authorization"] for r in fake.requests if r.path.startswith(PATH)}) == 1
 
 
 def test_token_near_expiry_is_refreshed(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     fake.token_lifetime = 60  # inside google-auth's refresh margin: every call refreshes
     create_endpoint(gateway, endpoint_name, [vertex_entity(fake, account_key)])
     for _ in range(2):
-        client.chat.completions.create(
+        openai_client.chat.completions.create(
             model=endpoint_name, messages=[{"role": "user", "content": "x"}]
         )
     assert fake.token_requests == 2
 
 
 def test_openai_client_tools_round_trip_plain_and_streamed(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [vertex_entity(fake, account_key)])
     messages: list = [{"role": "user", "content": "Lima"}]
-    first = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME]
+    first = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
     )
     calls = first.choices[0].message.tool_calls or []
     assert first.choices[0].finish_reason == "tool_calls"
@@ -172,34 +147,38 @@ def test_openai_client_tools_round_trip_plain_and_streamed(
         ("get_weather", {"city": "Lima"}),
         ("get_time", {"place": "Lima"}),
     ]
-    names, arguments, _ = streamed_calls(
-        client.chat.completions.create(
-            model=endpoint_name, messages=messages, tools=[WEATHER, TIME], stream=True
+    streamed_calls = kit.streamed(
+        openai_client.chat.completions.create(
+            model=endpoint_name,
+            messages=messages,
+            tools=[kit.WEATHER, kit.TIME_OF_PLACE],
+            stream=True,
         )
-    )
-    assert names == ["get_weather", "get_time"] and len(arguments) == 2
+    ).calls
+    names = [c["name"] for c in streamed_calls.values()]
+    assert names == ["get_weather", "get_time"] and len(streamed_calls) == 2
 
     messages += [
         first.choices[0].message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": calls[1].id, "content": "09:00"},
         {"role": "tool", "tool_call_id": calls[0].id, "content": "cloudy"},
     ]
-    final = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME]
+    final = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE]
     )
     assert final.choices[0].message.content == "Results: 09:00; cloudy"
-    streamed = client.chat.completions.create(
-        model=endpoint_name, messages=messages, tools=[WEATHER, TIME], stream=True
+    final_stream = openai_client.chat.completions.create(
+        model=endpoint_name, messages=messages, tools=[kit.WEATHER, kit.TIME_OF_PLACE], stream=True
     )
-    assert streamed_text(streamed) == "Results: 09:00; cloudy"
+    assert kit.streamed_text(final_stream) == "Results: 09:00; cloudy"
 
 
 def test_json_schema_stop_length_and_extra_params(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [vertex_entity(fake, account_key)])
     schema = {"type": "object", "properties": {"echo": {"type": "string"}}}
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name,
         messages=[{"role": "user", "content": "j"}],
         response_format={"type": "json_schema", "json_schema": {"name": "e", "schema": schema}},
@@ -209,18 +188,18 @@ def test_json_schema_stop_length_and_extra_params(
     sent = fake.requests[-1].json()
     assert sent["generationConfig"]["responseJsonSchema"] == schema
     assert sent["labels"] == {"team": "search"}  # a Vertex-only field, passed through
-    cut = client.chat.completions.create(
+    cut = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "a b c"}], max_tokens=2
     )
     assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == ("You said:", "length")
 
 
 def test_embeddings_predict_and_embed_content(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     entity = vertex_entity(fake, account_key, task="llm/v1/embeddings", name="text-embedding-005")
     create_endpoint(gateway, endpoint_name, [entity])
-    vectors = client.embeddings.create(
+    vectors = openai_client.embeddings.create(
         model=endpoint_name, input=["a b", "abcd"], encoding_format="float"
     )
     assert [d.embedding[0] for d in vectors.data] == [3.0, 4.0]
@@ -235,13 +214,8 @@ def test_embeddings_predict_and_embed_content(
     ):
         fake.reset()
         entity = vertex_entity(fake, account_key, task="llm/v1/embeddings", name=name)
-        r = requests.put(
-            f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-            json={"served_entities": [entity]},
-            headers=gateway.headers,
-        )
-        assert r.status_code == 200, r.text
-        vectors = client.embeddings.create(
+        kit.update_config(gateway, endpoint_name, [entity])
+        vectors = openai_client.embeddings.create(
             model=endpoint_name, input=["ab", "abc"], encoding_format="float", dimensions=1
         )
         assert [d.embedding for d in vectors.data] == [[2.0], [3.0]]
@@ -251,7 +225,7 @@ def test_embeddings_predict_and_embed_content(
 
 
 def test_bare_pem_key_with_client_email(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     escaped = private_pem(account_key).replace("\n", "\\n")  # as copied out of the JSON file
     entity = vertex_entity(
@@ -262,7 +236,7 @@ def test_bare_pem_key_with_client_email(
         vertex_token_uri=fake.token_url,
     )
     create_endpoint(gateway, endpoint_name, [entity])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "pem"}]
     )
     assert answer.choices[0].message.content == "You said: pem"
@@ -270,7 +244,7 @@ def test_bare_pem_key_with_client_email(
 
 
 def test_key_in_a_secret_and_token_uri_override(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     secrets = f"{gateway.url}/api/2.0/secrets"
     requests.post(f"{secrets}/scopes/create", json={"scope": "gcp"}, headers=gateway.headers)
@@ -290,7 +264,7 @@ def test_key_in_a_secret_and_token_uri_override(
     block.pop("private_key_plaintext")
     block["private_key"] = "{{secrets/gcp/vertex}}"
     create_endpoint(gateway, endpoint_name, [entity])
-    answer = client.chat.completions.create(
+    answer = openai_client.chat.completions.create(
         model=endpoint_name, messages=[{"role": "user", "content": "secret"}]
     )
     assert answer.choices[0].message.content == "You said: secret"
@@ -298,28 +272,16 @@ def test_key_in_a_secret_and_token_uri_override(
 
 
 def test_upstream_errors_keep_status_and_message(
-    gateway: Server, fake: FakeGemini, client: OpenAI, account_key, endpoint_name: str
+    gateway: Server, fake: FakeGemini, openai_client: OpenAI, account_key, endpoint_name: str
 ) -> None:
     create_endpoint(gateway, endpoint_name, [vertex_entity(fake, new_key())])
-    with pytest.raises(openai.AuthenticationError) as err:
-        client.chat.completions.create(
-            model=endpoint_name, messages=[{"role": "user", "content": "x"}]
-        )
-    assert "Invalid JWT Signature" in str(err.value)  # the token endpoint's own words
+    err = kit.chat_error(openai_client, endpoint_name, openai.AuthenticationError)
+    assert "Invalid JWT Signature" in str(err)  # the token endpoint's own words
     assert not [r for r in fake.requests if r.path.startswith(PATH)]
 
-    r = requests.put(
-        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/config",
-        json={"served_entities": [vertex_entity(fake, account_key)]},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 200, r.text
-    assert invoke(gateway, endpoint_name, {"messages": [{"role": "user", "content": "x"}]}).ok
-    fake.fail_next("status:429")
-    r = invoke(gateway, endpoint_name, {"messages": [{"role": "user", "content": "x"}]})
-    assert r.status_code == 429
-    assert r.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
-    assert "injected failure with status 429" in r.json()["message"]
+    kit.update_config(gateway, endpoint_name, [vertex_entity(fake, account_key)])
+    assert kit.invoke(gateway, endpoint_name, {"messages": [{"role": "user", "content": "x"}]}).ok
+    kit.assert_rate_limit_kept(gateway, fake, endpoint_name)
 
 
 def test_fake_refuses_tokens_it_did_not_issue(fake: FakeGemini) -> None:
@@ -363,12 +325,4 @@ def test_bad_config_is_a_clear_400(
             block.pop(field)
         else:
             block[field] = value
-    r = requests.post(
-        f"{gateway.url}/api/2.0/serving-endpoints",
-        json={"name": endpoint_name, "config": {"served_entities": [entity]}},
-        headers=gateway.headers,
-    )
-    assert r.status_code == 400, r.text
-    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    assert expected in r.json()["message"]
-    assert "PRIVATE KEY" not in r.text
+    kit.assert_bad_config(gateway, endpoint_name, entity, expected, "PRIVATE KEY")

@@ -3,39 +3,18 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 
 import openai
 import pytest
 import requests
 from openai import OpenAI
+from tests import provider_kit as kit
 from tests.conftest import Server, create_endpoint
 from tests.fakes.openai import FakeOpenAI
 
 KEY = "sk-routing-key"
-
-
-@pytest.fixture(scope="module")
-def primary() -> Iterator[FakeOpenAI]:
-    upstream = FakeOpenAI(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(scope="module")
-def backup() -> Iterator[FakeOpenAI]:
-    upstream = FakeOpenAI(KEY).start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean(primary: FakeOpenAI, backup: FakeOpenAI) -> Iterator[None]:
-    primary.reset()
-    backup.reset()
-    yield
-    primary.assert_clean()
-    backup.assert_clean()
+primary, clean_primary = kit.fake_fixtures(lambda: FakeOpenAI(KEY))
+backup, clean_backup = kit.fake_fixtures(lambda: FakeOpenAI(KEY))
 
 
 def entity(name: str, fake: FakeOpenAI, timeout_seconds: float | None = None) -> dict:
@@ -56,22 +35,14 @@ def ask(client: OpenAI, endpoint: str, *, stream: bool = False) -> tuple[str, st
         model=endpoint, messages=[{"role": "user", "content": "hello"}], stream=stream
     )
     served = raw.headers["served-model-name"]
-    if stream:
-        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
-    else:
-        text = raw.parse().choices[0].message.content
+    text = kit.streamed_text(raw.parse()) if stream else raw.parse().choices[0].message.content
     return text, served
-
-
-@pytest.fixture
-def client(gateway: Server) -> OpenAI:
-    return OpenAI(base_url=f"{gateway.url}/serving-endpoints", api_key=gateway.token, max_retries=0)
 
 
 @pytest.mark.parametrize("failure", ["status:503", "status:429", "hang", "reset"])
 @pytest.mark.parametrize("stream", [False, True])
 def test_fallback_serves_from_the_next_entity(
-    gateway: Server, client: OpenAI, primary, backup, endpoint_name, failure, stream
+    gateway: Server, openai_client: OpenAI, primary, backup, endpoint_name, failure, stream
 ):
     create_endpoint(
         gateway,
@@ -80,28 +51,28 @@ def test_fallback_serves_from_the_next_entity(
         ai_gateway={"fallback_config": {"enabled": True}},
     )
     primary.fail_next(failure)
-    text, served = ask(client, endpoint_name, stream=stream)
+    text, served = ask(openai_client, endpoint_name, stream=stream)
     assert (text, served) == ("You said: hello", "second")
     assert len(primary.requests) == 1 and len(backup.requests) == 1
 
     # Once the first recovers it serves again: fallback is per request, not a switch.
-    assert ask(client, endpoint_name, stream=stream)[1] == "first"
+    assert ask(openai_client, endpoint_name, stream=stream)[1] == "first"
 
 
 def test_without_fallback_the_failure_is_the_answer(
-    gateway: Server, client: OpenAI, primary, backup, endpoint_name
+    gateway: Server, openai_client: OpenAI, primary, backup, endpoint_name
 ):
     create_endpoint(gateway, endpoint_name, [entity("first", primary), entity("second", backup)])
     primary.fail_next("status:503")
     with pytest.raises(openai.APIStatusError) as err:
-        ask(client, endpoint_name)
+        ask(openai_client, endpoint_name)
     assert err.value.status_code == 502
     assert "HTTP 503" in err.value.message and "injected failure" in err.value.message
     assert backup.requests == []
 
 
 def test_client_errors_do_not_fall_back_and_the_last_failure_is_returned(
-    gateway: Server, client: OpenAI, primary, backup, endpoint_name
+    gateway: Server, openai_client: OpenAI, primary, backup, endpoint_name
 ):
     create_endpoint(
         gateway,
@@ -111,13 +82,13 @@ def test_client_errors_do_not_fall_back_and_the_last_failure_is_returned(
     )
     primary.fail_next("status:400")
     with pytest.raises(openai.BadRequestError):
-        ask(client, endpoint_name)
+        ask(openai_client, endpoint_name)
     assert backup.requests == []
 
     primary.fail_next("status:500")
     backup.fail_next("status:503")
     with pytest.raises(openai.APIStatusError) as err:
-        ask(client, endpoint_name)
+        ask(openai_client, endpoint_name)
     assert err.value.status_code == 502 and "HTTP 503" in err.value.message
 
 
@@ -146,7 +117,7 @@ def test_traffic_split_80_20_over_1000_requests(gateway: Server, primary, backup
 
 
 def test_fallback_switched_on_through_the_sdk(
-    gateway: Server, client: OpenAI, primary, backup, endpoint_name
+    gateway: Server, openai_client: OpenAI, primary, backup, endpoint_name
 ):
     from databricks.sdk import WorkspaceClient
     from databricks.sdk.service.serving import FallbackConfig
@@ -161,4 +132,4 @@ def test_fallback_switched_on_through_the_sdk(
     assert got.ai_gateway is not None and got.ai_gateway.fallback_config.enabled
 
     primary.fail_next("status:502")
-    assert ask(client, endpoint_name) == ("You said: hello", "second")
+    assert ask(openai_client, endpoint_name) == ("You said: hello", "second")

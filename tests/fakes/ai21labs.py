@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 from tests.fakes import script
 from tests.fakes.harness import FakeUpstream, Json, json_response, sse
-from tests.fakes.openai import _prompt, _usage
+from tests.fakes.openai import chat_prompt, chat_usage
 
 CHAT_FIELDS = {
     "model", "messages", "tools", "documents", "response_format", "max_tokens", "temperature",
@@ -67,7 +67,7 @@ class FakeAI21(FakeUpstream):
         self._check_messages(body.get("messages"))
         self._check_tools(body)
         self._check_sampling(body)
-        reply = script.reply(_prompt(body))
+        reply = script.reply(chat_prompt(body))
         if body.get("stream"):
             return await sse(request, _chunks(reply))
         message: Json = {"role": "assistant", "content": reply.text or None}
@@ -84,7 +84,7 @@ class FakeAI21(FakeUpstream):
                         "finish_reason": reply.finish,
                     }
                 ],
-                "usage": _usage(reply),
+                "usage": chat_usage(reply),
                 "meta": {"requestDurationMillis": 12},
             }
         )
@@ -157,5 +157,5 @@ def _chunks(reply: script.Reply) -> Iterator[tuple[str | None, Any]]:
     words = reply.words() if reply.text else []
     for word in words[:-1]:
         yield chunk({"content": word})
-    yield chunk({"content": words[-1] if words else ""}, reply.finish, _usage(reply))
+    yield chunk({"content": words[-1] if words else ""}, reply.finish, chat_usage(reply))
     yield None, "[DONE]"

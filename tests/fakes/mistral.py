@@ -29,7 +29,7 @@ import orjson
 from aiohttp import web
 from tests.fakes import script
 from tests.fakes.harness import FakeUpstream, Json, json_response, sse
-from tests.fakes.openai import _prompt, _usage
+from tests.fakes.openai import chat_prompt, chat_usage
 
 CHAT_FIELDS = {
     "model", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed", "metadata",
@@ -96,7 +96,7 @@ class FakeMistral(FakeUpstream):
         self._check_messages(body.get("messages"))
         self._check_tools(body)
         self._check_sampling(body)
-        prompt = _prompt(body)
+        prompt = chat_prompt(body)
         choice = body.get("tool_choice")
         if isinstance(choice, dict):  # a named function is the only one the model may call
             prompt.tools = [t for t in prompt.tools if t.name == choice["function"]["name"]]
@@ -112,7 +112,7 @@ class FakeMistral(FakeUpstream):
                 "object": "chat.completion",
                 "model": body["model"],
                 "created": int(time.time()),
-                "usage": _usage(reply),
+                "usage": chat_usage(reply),
                 "choices": [{"index": 0, "message": message, "finish_reason": reply.finish}],
             }
         )
@@ -242,5 +242,5 @@ def _chunks(reply: script.Reply, model: str) -> Iterator[tuple[str | None, Any]]
         yield chunk({"content": word})
     if reply.calls:
         yield chunk({"tool_calls": [{**_call(c), "index": 0} for c in reply.calls]})
-    yield chunk({"content": ""}, reply.finish, _usage(reply))
+    yield chunk({"content": ""}, reply.finish, chat_usage(reply))
     yield None, "[DONE]"

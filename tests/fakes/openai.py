@@ -91,7 +91,7 @@ class FakeOpenAI(FakeUpstream):
                 m.get("role") in ("system", "developer", "user", "assistant", "tool"),
                 f"messages[{i}].role is invalid",
             )
-        reply = script.reply(_prompt(body))
+        reply = script.reply(chat_prompt(body))
         model = body.get("model", "azure-deployment")
         if body.get("stream"):
             usage = (body.get("stream_options") or {}).get("include_usage", False)
@@ -113,7 +113,7 @@ class FakeOpenAI(FakeUpstream):
                         "finish_reason": reply.finish,
                     }
                 ],
-                "usage": _usage(reply),
+                "usage": chat_usage(reply),
             }
         )
 
@@ -137,7 +137,7 @@ class FakeOpenAI(FakeUpstream):
                         "finish_reason": reply.finish,
                     }
                 ],
-                "usage": _usage(reply),
+                "usage": chat_usage(reply),
             }
         )
 
@@ -161,7 +161,8 @@ class FakeOpenAI(FakeUpstream):
         )
 
 
-def _prompt(body: Json) -> script.Prompt:
+def chat_prompt(body: Json) -> script.Prompt:
+    """The script's prompt for a chat completions request body (Mistral's and AI21's too)."""
     messages = body["messages"]
     last = messages[-1]
     results = []
@@ -200,7 +201,8 @@ def _tool_call(call: script.Call) -> Json:
     }
 
 
-def _usage(reply: script.Reply) -> Json:
+def chat_usage(reply: script.Reply) -> Json:
+    """The `usage` object of a chat completions answer (Mistral's and AI21's too)."""
     return {
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
@@ -231,5 +233,5 @@ def _chunks(reply: script.Reply, model: str, usage: bool) -> Iterator[tuple[str 
         )
     yield chunk({}, reply.finish)
     if usage:
-        yield None, {**base, "choices": [], "usage": _usage(reply)}
+        yield None, {**base, "choices": [], "usage": chat_usage(reply)}
     yield None, "[DONE]"

@@ -189,7 +189,7 @@ def turns(messages: Iterable[Message]) -> list[Json]:
 
 
 def _blocks(message: Message, i: int) -> tuple[str, list[Json]]:
-    text = [{"type": "text", "text": t} for t in _texts(message) if t]
+    text = [{"type": "text", "text": t} for t in message.texts() if t]
     if message.role == "tool":
         if not message.tool_call_id:
             raise BadRequest(f"messages[{i}].tool_call_id is required for a tool message.")
@@ -211,14 +211,6 @@ def _blocks(message: Message, i: int) -> tuple[str, list[Json]]:
         ]
         return "assistant", text + calls
     return "user", text
-
-
-def _texts(message: Message) -> list[str]:
-    if message.content is None:
-        return []
-    if isinstance(message.content, str):
-        return [message.content]
-    return [part.text for part in message.content]
 
 
 def tools(request: ChatRequest, *, disable_parallel: bool = False) -> Json:

@@ -299,7 +299,7 @@ def turns(messages: Iterable[Message]) -> list[Json]:
 
 
 def _blocks(message: Message, i: int) -> tuple[str, list[Json]]:
-    texts = [{"text": t} for t in _texts(message) if t.strip()]  # blank text is refused
+    texts = [{"text": t} for t in message.texts() if t.strip()]  # blank text is refused
     if message.role == "tool":
         if not message.tool_call_id:
             raise BadRequest(f"messages[{i}].tool_call_id is required for a tool message.")
@@ -320,14 +320,6 @@ def _blocks(message: Message, i: int) -> tuple[str, list[Json]]:
         ]
         return "assistant", texts + uses
     return "user", texts
-
-
-def _texts(message: Message) -> list[str]:
-    if message.content is None:
-        return []
-    if isinstance(message.content, str):
-        return [message.content]
-    return [part.text for part in message.content]
 
 
 def tool_config(request: ChatRequest, messages: list[Json]) -> Json | None:

@@ -121,7 +121,7 @@ def contents(messages: list[Message], signatures: Signatures) -> list[Json]:
 def _turn(i: int, message: Message, names: dict[str, str], signatures: Signatures) -> Json:
     if message.role == "tool":
         return {"role": "user", "parts": [_tool_result(i, message, names)]}
-    parts = [{"text": text} for text in _texts(message)]
+    parts = [{"text": text} for text in message.texts() if text]
     for n, call in enumerate(message.tool_calls or ()):
         where = f"messages[{i}].tool_calls[{n}]"
         part: Json = {
@@ -136,12 +136,6 @@ def _turn(i: int, message: Message, names: dict[str, str], signatures: Signature
         parts.append(part)
     role = "model" if message.role == "assistant" else "user"
     return {"role": role, "parts": parts or [{"text": ""}]}
-
-
-def _texts(message: Message) -> list[str]:
-    if isinstance(message.content, list):
-        return [part.text for part in message.content if part.text]
-    return [message.content] if message.content else []
 
 
 def _tool_result(i: int, message: Message, names: dict[str, str]) -> Json:

@@ -22,7 +22,7 @@ class ExternalModel(_Body):
     task: StrictStr
     # Ours: how long to wait for the provider (a stream: for each piece) before giving up or
     # falling back to the next served entity.
-    timeout_seconds: Annotated[float, Field(strict=False, gt=0, le=3600)] | None = None
+    timeout_seconds: Annotated[int | float, Field(gt=0, le=3600)] | None = None
 
 
 class ServedEntityInput(_Body):

@@ -53,11 +53,15 @@ class Message(BaseModel):
 
     def text(self) -> str:
         """The content as one string (text parts joined), as chat templates need."""
+        return "".join(self.texts())
+
+    def texts(self) -> list[str]:
+        """The content's text parts (a string content is one part), for block-based providers."""
         if self.content is None:
-            return ""
+            return []
         if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+            return [self.content]
+        return [part.text for part in self.content]
 
 
 class StreamOptions(BaseModel):
