@@ -91,6 +91,13 @@ class FakeOpenAI(FakeUpstream):
                 m.get("role") in ("system", "developer", "user", "assistant", "tool"),
                 f"messages[{i}].role is invalid",
             )
+        for i, tool in enumerate(body.get("tools") or []):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            self.expect(
+                tool.get("type") == "function" and isinstance(function, dict)
+                and isinstance(function.get("name"), str),
+                f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
+            )  # fmt: skip
         reply = script.reply(chat_prompt(body))
         model = body.get("model", "azure-deployment")
         if body.get("stream"):
