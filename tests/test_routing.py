@@ -111,9 +111,8 @@ def test_traffic_split_80_20_over_1000_requests(gateway: Server, primary, backup
             )
             assert r.status_code == 200, r.text
             served[r.headers["served-model-name"]] += 1
-    print(
-        f"80/20 split over 1000 requests: big {served['big'] / 10:.1f}%, small {served['small'] / 10:.1f}%"
-    )
+    big, small = served["big"] / 10, served["small"] / 10
+    print(f"80/20 split over 1000 requests: big {big:.1f}%, small {small:.1f}%")
     assert served["big"] + served["small"] == 1000
     assert 750 <= served["big"] <= 850, served
     assert (len(primary.requests), len(backup.requests)) == (served["big"], served["small"])

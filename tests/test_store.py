@@ -147,7 +147,7 @@ def test_migrate_twice_is_a_no_op(db_url: str) -> None:
         s.migrate()
         s.insert_endpoint(endpoint("kept"))
         s.migrate()
-        assert current_revision(s._engine) == head_revision() == "0002"
+        assert current_revision(s._engine) == head_revision() == "0004"
         assert [e.name for e in s.list_endpoints()] == ["kept"]
     finally:
         s.close()

@@ -19,6 +19,7 @@ async def invocations(request: Request) -> Response:
         authorization=request.headers.get("authorization"),
         body=await request.body(),
         endpoint_name=request.path_params["name"],
+        request_id=request.state.request_id,
     )
     return _render(answer)
 
@@ -29,6 +30,7 @@ def _openai_route(task: Task) -> Callable[[Request], Awaitable[Response]]:
             authorization=request.headers.get("authorization"),
             body=await request.body(),
             task=task,
+            request_id=request.state.request_id,
         )
         return _render(answer)
 

@@ -15,6 +15,7 @@ from modelyard.errors import PermissionDenied, Unauthenticated
 from modelyard.store import TokenRecord
 
 ADMIN_USER = "admin"
+ADMINS_GROUP = "admins"
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,12 @@ class Principal:
 
     user_name: str
     token_id: str
+    groups: frozenset[str] = frozenset()
+    service_principal: bool = False
 
     @property
     def is_admin(self) -> bool:
-        return self.user_name == ADMIN_USER
+        return self.user_name == ADMIN_USER or ADMINS_GROUP in self.groups
 
 
 def new_token_value() -> str:

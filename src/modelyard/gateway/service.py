@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +13,13 @@ import orjson
 from pydantic import ValidationError
 
 from modelyard.errors import BadRequest, ModelyardError, Unavailable, UpstreamError
+from modelyard.gateway.access import AccessControl, Level
+from modelyard.gateway.assemble import assemble_stream
 from modelyard.gateway.auth import Authenticator
-from modelyard.gateway.endpoints import EndpointRegistry, LiveEntity
+from modelyard.gateway.endpoints import EndpointRegistry, LiveEndpoint, LiveEntity
+from modelyard.gateway.guardrails import Guardrails
+from modelyard.gateway.limits import RateLimiter, Reservation
+from modelyard.gateway.recording import QueryRecord, Recorder
 from modelyard.providers.base import Json
 from modelyard.schemas.query import (
     ChatRequest,
@@ -42,11 +49,24 @@ class Answer:
 
 
 class QueryService:
-    """Serves queries from the in-memory endpoint registry and token cache."""
+    """Serves queries from memory: endpoints, tokens, permissions and limits are all cached."""
 
-    def __init__(self, endpoints: EndpointRegistry, auth: Authenticator) -> None:
+    def __init__(
+        self,
+        endpoints: EndpointRegistry,
+        auth: Authenticator,
+        *,
+        access: AccessControl | None = None,
+        limits: RateLimiter | None = None,
+        guardrails: Guardrails | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.endpoints = endpoints
         self.auth = auth
+        self.access = access or AccessControl()
+        self.limits = limits or RateLimiter()
+        self.guardrails = guardrails or Guardrails()
+        self.recorder = recorder or Recorder()
 
     async def query(
         self,
@@ -55,9 +75,11 @@ class QueryService:
         body: bytes,
         endpoint_name: str | None = None,
         task: Task | None = None,
+        request_id: str = "",
     ) -> Answer:
         """Answer one request; `endpoint_name` comes from the path, or else from `model`."""
-        self.auth.authenticate(authorization)
+        started = time.time()
+        principal = self.auth.authenticate(authorization)
         payload = parse_json_object(body)
         task = task or detect_task(payload)
         request = parse_request(task, payload)
@@ -65,16 +87,52 @@ class QueryService:
         if not name:
             raise BadRequest("Missing 'model': set it to the name of the serving endpoint.")
         endpoint = self.endpoints.get(name)
+        self.access.require(principal, endpoint, Level.CAN_QUERY)
         if not endpoint.accepts(task):
             raise BadRequest(
                 f"Endpoint '{name}' serves {endpoint.task} requests; this is a {task} request."
             )
+        request = await self.guardrails.screen_input(endpoint, request)
+        reservation = await self.limits.reserve(principal, endpoint, request)
+        record = QueryRecord(
+            request_id=request_id,
+            endpoint_name=endpoint.name,
+            endpoint_id=endpoint.record.id,
+            requester=principal.user_name,
+            started_ms=int(started * 1000),
+            request=request.model_dump(exclude_none=True),
+            client_request_id=request.client_request_id,
+            usage_context=request.usage_context,
+        )
+        try:
+            answer = await self._route(endpoint, task, request)
+            record.served_entity = answer.served_entity
+            if answer.body is not None:
+                answer.body = await self.guardrails.screen_output(endpoint, answer.body)
+        except ModelyardError as exc:
+            await self._finish(endpoint, reservation, record, started, error=exc)
+            raise
+        if answer.stream is not None:
+            screened = self.guardrails.screen_stream(endpoint, answer.stream)
+            recorded = self._recorded(endpoint, screened, reservation, record, started)
+            include_usage = isinstance(request, ChatRequest | CompletionRequest) and (
+                request.include_usage
+            )
+            answer.stream = _client_view(recorded, include_usage=include_usage)
+        else:
+            record.response = answer.body
+            _count_usage(record, answer.body)
+            await self._finish(endpoint, reservation, record, started)
+        return answer
+
+    async def _route(self, endpoint: LiveEndpoint, task: Task, request: QueryRequest) -> Answer:
+        """The traffic split's entity answers; with fallback on, the others in turn if it fails."""
         failure: ModelyardError | None = None
         for entity in endpoint.attempts():
             readiness = entity.readiness()
             if not readiness.ready:
                 failure = Unavailable(
-                    f"Endpoint '{name}' is not ready: "
+                    f"Endpoint '{endpoint.name}' is not ready: "
                     f"{readiness.message or readiness.deployment}. Retry in a few seconds."
                 )
                 continue
@@ -84,10 +142,56 @@ class QueryService:
                 if not exc.retryable:
                     raise
                 # Fallback: the next entity gets the request; the last failure is the answer.
-                log.warning("served entity %s of %s failed: %s", entity.name, name, exc.message)
+                log.warning(
+                    "served entity %s of %s failed: %s", entity.name, endpoint.name, exc.message
+                )
                 failure = exc
         assert failure is not None
         raise failure
+
+    async def _recorded(
+        self,
+        endpoint: LiveEndpoint,
+        chunks: AsyncIterator[Json],
+        reservation: Reservation,
+        record: QueryRecord,
+        started: float,
+    ) -> AsyncIterator[Json]:
+        """The stream as the client gets it; settled and recorded when it ends, however."""
+        seen: list[Json] = []
+        error: ModelyardError | None = None
+        try:
+            async for chunk in chunks:
+                seen.append(chunk)
+                yield chunk
+        except ModelyardError as exc:
+            error = exc
+            raise
+        finally:
+            record.response = assemble_stream(seen)
+            _count_usage(record, record.response)
+            await self._finish(endpoint, reservation, record, started, error=error)
+
+    async def _finish(
+        self,
+        endpoint: LiveEndpoint,
+        reservation: Reservation,
+        record: QueryRecord,
+        started: float,
+        *,
+        error: ModelyardError | None = None,
+    ) -> None:
+        record.latency_ms = int((time.time() - started) * 1000)
+        if error is not None:
+            record.status, record.error = error.status, error.message
+        await reservation.settle(record.prompt_tokens + record.completion_tokens)
+        self.recorder.record(endpoint.record.ai_gateway, record)
+
+
+def _count_usage(record: QueryRecord, body: Json | None) -> None:
+    usage = (body or {}).get("usage") or {}
+    record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    record.completion_tokens = int(usage.get("completion_tokens") or 0)
 
 
 async def _call(entity: LiveEntity, task: Task, request: QueryRequest) -> Answer:
@@ -96,46 +200,40 @@ async def _call(entity: LiveEntity, task: Task, request: QueryRequest) -> Answer
         return Answer(entity.name, body=await provider.embeddings(request))
     if isinstance(request, ChatRequest):
         if request.stream:
-            return Answer(
-                entity.name, stream=await _started(provider.stream_chat(request), request)
-            )
+            return Answer(entity.name, stream=await _started(provider.stream_chat(request)))
         return Answer(entity.name, body=await provider.chat(request))
     if request.stream:
-        return Answer(
-            entity.name, stream=await _started(provider.stream_completions(request), request)
-        )
+        return Answer(entity.name, stream=await _started(provider.stream_completions(request)))
     return Answer(entity.name, body=await provider.completions(request))
 
 
-async def _started(
-    chunks: AsyncIterator[Json],
-    request: ChatRequest | CompletionRequest,
-) -> AsyncIterator[Json]:
+async def _started(chunks: AsyncIterator[Json]) -> AsyncIterator[Json]:
     """Wait for the first chunk, so failures before the stream starts are plain HTTP errors."""
     first = await anext(chunks)
-    return _client_view(first, chunks, include_usage=request.include_usage)
+    return _pinned(first, chunks)
 
 
-async def _client_view(
-    first: Json,
-    rest: AsyncIterator[Json],
-    *,
-    include_usage: bool,
-) -> AsyncIterator[Json]:
-    # Providers are always asked for usage (for accounting); the client sees it only if asked.
+async def _pinned(first: Json, rest: AsyncIterator[Json]) -> AsyncIterator[Json]:
     # One `id` and `created` for the whole stream (llama.cpp stamps each chunk with its time).
     pinned = {key: first[key] for key in ("id", "created") if key in first}
     try:
         chunk: Json | None = first
         while chunk is not None:
             chunk.update(pinned)
-            if include_usage or chunk.get("choices") or "usage" not in chunk:
-                if not include_usage:
-                    chunk.pop("usage", None)
-                yield chunk
+            yield chunk
             chunk = await anext(rest, None)
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def _client_view(chunks: AsyncIterator[Json], *, include_usage: bool) -> AsyncIterator[Json]:
+    """Providers are always asked for usage (for accounting); the client sees it only if asked."""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            if include_usage or "usage" not in chunk:
+                yield chunk
+            elif chunk.get("choices"):
+                yield {k: v for k, v in chunk.items() if k != "usage"}
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
