@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
 from openai import OpenAI
+from sqlalchemy.engine import make_url
 
 REPO = Path(__file__).resolve().parent.parent
 # Pulled once, then reused by every server the suite starts (and by later runs).
@@ -26,6 +30,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# The server to create throw-away databases on; its user needs CREATEDB.
+PG_ADMIN_URL = os.environ.get(
+    "MODELYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+PG_START_HINT = (
+    "PostgreSQL is not reachable at {url} ({error}). Start the local server with\n"
+    "    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
+    "or point MODELYARD_TEST_PG_URL at one whose user may CREATE DATABASE."
+)
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        error = str(exc).strip()
+    # Fail, not skip: a silently skipped backend is how PostgreSQL-only bugs ship.
+    pytest.fail(PG_START_HINT.format(url=PG_ADMIN_URL, error=error), pytrace=False)
+
+
+@contextlib.contextmanager
+def pg_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
+    name = f"modelyard_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with _pg_admin() as admin:
+            # FORCE terminates connections a failed test may have leaked.
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -12,38 +11,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import psycopg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
+from tests.conftest import pg_database
 
 from modelyard.errors import AlreadyExists, NotFound
 from modelyard.store import EndpointRecord, Store, StoreConflict, StoreNotFound, TokenRecord
 from modelyard.store.engine import make_engine, normalize_url
 from modelyard.store.migrate import alembic_config, current_revision, head_revision
 from modelyard.store.models import Base
-
-# The server to create throw-away databases on; its user needs CREATEDB.
-PG_ADMIN_URL = os.environ.get(
-    "MODELYARD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-PG_START_HINT = (
-    "PostgreSQL is not reachable at {url} ({error}). Start the local server with\n"
-    "    pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n"
-    "or point MODELYARD_TEST_PG_URL at one whose user may CREATE DATABASE."
-)
-
-
-def _pg_admin() -> psycopg.Connection:
-    try:
-        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        error = str(exc).strip()
-    # Fail, not skip: a silently skipped backend is how PostgreSQL-only bugs ship.
-    pytest.fail(PG_START_HINT.format(url=PG_ADMIN_URL, error=error), pytrace=False)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -52,15 +31,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'data' / 'modelyard.db'}"
         return
-    name = f"modelyard_test_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with _pg_admin() as admin:
-            # FORCE terminates connections a failed test may have leaked.
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

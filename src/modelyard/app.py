@@ -10,7 +10,11 @@ from starlette.middleware import Middleware
 
 from modelyard.api.errors import EXCEPTION_HANDLERS
 from modelyard.api.management import management_routes
-from modelyard.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from modelyard.api.middleware import (
+    BodyLimitMiddleware,
+    ChangeStampMiddleware,
+    RequestIdMiddleware,
+)
 from modelyard.api.query import query_routes
 from modelyard.api.secrets import secret_routes
 from modelyard.api.tokens import token_routes
@@ -35,6 +39,7 @@ def build_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(ChangeStampMiddleware),
         ],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

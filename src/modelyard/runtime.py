@@ -14,6 +14,7 @@ from modelyard.api.context import Services
 from modelyard.control.config_file import apply_config_file
 from modelyard.control.endpoints import EndpointService
 from modelyard.control.plaintext import unseal
+from modelyard.control.sync import ReplicaSync
 from modelyard.control.tokens import TokenService
 from modelyard.engine.model_store import ModelStore
 from modelyard.engine.supervisor import EngineSupervisor
@@ -81,9 +82,14 @@ class Runtime:
             vault=vault,
             secret_box=secret_box,
             workspace_id=await _workspace_id(store),
+            sync=ReplicaSync(store),
         )
         runtime = cls(services, store, providers, sessions)
         await runtime._first_start(settings)
+        await services.sync.changed()  # a default endpoint or config file the others lack
+        for reload in (endpoint_admin.reload, tokens.reload, secrets_service.reload):
+            services.sync.on_change(reload)
+        await services.sync.start()
         return runtime
 
     async def _first_start(self, settings: Settings) -> None:
@@ -108,6 +114,7 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop model workers and close the store (after in-flight requests have drained)."""
+        await self.services.sync.close()
         await self.providers.close()
         await self.sessions.close()
         await asyncio.to_thread(self.store.close)

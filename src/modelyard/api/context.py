@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.sync import ReplicaSync
 from modelyard.control.tokens import TokenService
 from modelyard.errors import BadRequest
 from modelyard.gateway.auth import Authenticator, Principal
@@ -33,6 +34,7 @@ class Services:
     vault: SecretVault
     secret_box: SecretBox
     workspace_id: str
+    sync: ReplicaSync
 
 
 def services(request: Request) -> Services:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from dataclasses import replace
 from typing import Any
 
 from modelyard.control.plaintext import Box, seal_plaintexts
-from modelyard.errors import AlreadyExists, BadRequest, NotFound
+from modelyard.errors import AlreadyExists, BadRequest, ModelyardError, NotFound
 from modelyard.gateway.endpoints import EndpointRegistry, LiveEndpoint, LiveEntity
 from modelyard.providers import ProviderRegistry
 from modelyard.schemas.endpoints import AiGateway, EndpointCoreConfig, EndpointCreate, TagsPatch
 from modelyard.store import EndpointRecord, Store, StoreConflict
+
+log = logging.getLogger("modelyard.endpoints")
 
 
 def _now_ms() -> int:
@@ -40,6 +43,26 @@ class EndpointService:
         """Build the live registry from the store (server start)."""
         for record in await asyncio.to_thread(self.store.list_endpoints):
             self.registry.put(self._live(record))
+
+    async def reload(self) -> None:
+        """Take in what another replica changed: new, changed and deleted endpoints."""
+        records = {r.name: r for r in await asyncio.to_thread(self.store.list_endpoints)}
+        async with self._lock:
+            for live in self.registry.all():
+                if live.name not in records:
+                    self.registry.remove(live.name)
+            for record in records.values():
+                live = self.registry.find(record.name)
+                if live is not None and live.record == record:
+                    continue
+                try:
+                    if live is not None and live.record.config == record.config:
+                        self.registry.put(LiveEndpoint(record, live.entities))
+                    else:
+                        self.registry.put(self._live(record))
+                except ModelyardError as exc:
+                    log.error("cannot serve endpoint %s as stored: %s", record.name, exc.message)
+        await self._prune()
 
     async def create(self, body: EndpointCreate, creator: str) -> LiveEndpoint:
         """Validate and store a new endpoint, then start serving it."""

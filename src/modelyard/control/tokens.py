@@ -34,6 +34,10 @@ class TokenService:
         self.store = store
         self.authenticator = authenticator
 
+    async def reload(self) -> None:
+        """Take in tokens another replica created or revoked."""
+        self.authenticator.replace(await asyncio.to_thread(self.store.all_tokens))
+
     async def create(
         self,
         owner: str,

@@ -77,6 +77,10 @@ class Authenticator:
     def add(self, token: TokenRecord) -> None:
         self._by_hash[token.token_hash] = token
 
+    def replace(self, tokens: Iterable[TokenRecord]) -> None:
+        """Swap in the whole set of tokens (another replica changed them)."""
+        self._by_hash = {t.token_hash: t for t in tokens}
+
     def remove(self, token_id: str) -> None:
         self._by_hash = {h: t for h, t in self._by_hash.items() if t.token_id != token_id}
 

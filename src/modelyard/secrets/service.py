@@ -43,6 +43,13 @@ class SecretService:
         for record in await asyncio.to_thread(self.store.all_secrets):
             self.vault.set(record.scope, record.key, self.box.decrypt(record.value_encrypted))
 
+    async def reload(self) -> None:
+        """Take in secrets another replica put or deleted."""
+        records = await asyncio.to_thread(self.store.all_secrets)
+        values = {(r.scope, r.key): self.box.decrypt(r.value_encrypted) for r in records}
+        async with self._lock:
+            self.vault.replace(values)
+
     async def create_scope(self, name: str, creator: str) -> SecretScopeRecord:
         """A new, empty scope; 409 if the name is taken."""
         _check_name("scope", name, _SCOPE_NAME, "letters, digits, '-', '_', '.' and '@'")

@@ -37,6 +37,10 @@ class SecretVault:
         for name in [name for name in self._values if name[0] == scope]:
             del self._values[name]
 
+    def replace(self, values: dict[tuple[str, str], str]) -> None:
+        """Swap in a whole new set of values (another replica changed them)."""
+        self._values = dict(values)
+
     def values(self) -> frozenset[str]:
         """Every current non-empty value, to scrub from error messages before they leave."""
         # An empty value cannot leak, and scrubbing "" would mangle every message.
