@@ -258,6 +258,29 @@ def test_plaintext_keys_come_back_redacted(gateway: Server, fake: FakeOpenAI, en
     assert KEY.encode() not in (gateway.data_dir / "modelyard.db").read_bytes()
 
 
+def test_config_sent_back_as_shown_keeps_its_keys(
+    gateway: Server, fake: FakeOpenAI, openai_client: OpenAI, endpoint_name
+):
+    create_endpoint(gateway, endpoint_name, [openai_entity(fake)])
+    url = f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}"
+    shown = requests.get(url, headers=gateway.headers).json()["config"]
+    shown["served_entities"][0]["external_model"]["openai_config"]["openai_api_base"] += "/"
+    kept = requests.put(f"{url}/config", json=shown, headers=gateway.headers)
+    assert kept.status_code == 200, kept.text
+    answer = openai_client.chat.completions.create(
+        model=endpoint_name, messages=[{"role": "user", "content": "still works"}]
+    )
+    assert answer.choices[0].message.content == "You said: still works"
+    assert fake.requests[-1].headers["Authorization"] == f"Bearer {KEY}"
+
+    # A new entity has no stored key to keep: sending [REDACTED] for it is a clear 400.
+    shown["served_entities"][0]["name"] = "another"
+    shown.pop("traffic_config", None)
+    refused = requests.put(f"{url}/config", json=shown, headers=gateway.headers)
+    assert refused.status_code == 400
+    assert "openai_api_key_plaintext is '[REDACTED]'" in refused.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("config", "expected"),
     [

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from modelyard.control.plaintext import Box, seal_plaintexts
+from modelyard.control.plaintext import REDACTED, Box, restore_redacted, seal_plaintexts
 from modelyard.errors import AlreadyExists, BadRequest, ModelyardError, NotFound
 from modelyard.gateway.endpoints import EndpointRegistry, LiveEndpoint, LiveEntity
 from modelyard.providers import ProviderRegistry
@@ -95,6 +95,7 @@ class EndpointService:
 
     async def update_config(self, name: str, config: EndpointCoreConfig) -> LiveEndpoint:
         """Replace the served entities and traffic split; bumps config_version."""
+        config = self._keep_redacted(config, self.registry.get(name).record)
         task, endpoint_type = self._check(config)
         async with self._lock:
             current = self.registry.get(name).record
@@ -109,6 +110,21 @@ class EndpointService:
             live = self._install(record)
         await self._prune()
         return live
+
+    def _keep_redacted(
+        self, config: EndpointCoreConfig, current: EndpointRecord
+    ) -> EndpointCoreConfig:
+        """`config` with `[REDACTED]` credentials replaced by the values stored for them."""
+        body = config.model_dump(exclude_none=True)
+        if REDACTED not in str(body):
+            return config
+        body["served_entities"] = restore_redacted(
+            [{**e, "name": s.resolved_name} for e, s in zip(
+                body["served_entities"], config.served_entities, strict=True)],
+            current.config.get("served_entities", []),
+            self.box,
+        )  # fmt: skip
+        return EndpointCoreConfig.model_validate(body)
 
     async def patch_tags(self, name: str, patch: TagsPatch) -> list[dict[str, str]]:
         """Add or replace tags by key, then delete the named ones."""
