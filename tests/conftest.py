@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +64,15 @@ def pg_database() -> Iterator[str]:
         with _pg_admin() as admin:
             # FORCE terminates connections a failed test may have leaked.
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seconds_until(check: Callable[[], bool], limit: float = 5.0) -> float:
+    """How long until `check()` holds, polled every 20 ms (a change reaching another replica)."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < limit, "the change never reached the other replica"
+        time.sleep(0.02)
+    return time.monotonic() - started
 
 
 @dataclass

@@ -3,14 +3,13 @@ on the others within a second — endpoints, their config, tokens and secrets.""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import requests
 from databricks.sdk import WorkspaceClient
 from tests import provider_kit as kit
-from tests.conftest import Server, pg_database, start_server
+from tests.conftest import Server, pg_database, seconds_until, start_server
 from tests.fakes.openai import FakeOpenAI
 
 KEY = "sk-replica-key"
@@ -30,15 +29,6 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server,
         finally:
             for server in servers:
                 server.stop()
-
-
-def seconds_until(check: Callable[[], bool], limit: float = 5.0) -> float:
-    """How long until `check()` holds, polled every 20 ms."""
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < limit, "the change never reached the other replica"
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def ask(server: Server, endpoint: str, token: str | None = None) -> requests.Response:

@@ -17,7 +17,12 @@ import requests
 from alembic import command
 from cryptography.fernet import Fernet
 from databricks.sdk import WorkspaceClient
-from databricks.sdk.errors import InvalidParameterValue, ResourceAlreadyExists, ResourceDoesNotExist
+from databricks.sdk.errors import (
+    InvalidParameterValue,
+    PermissionDenied,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
+)
 
 import test_store
 from conftest import Server, start_server
@@ -480,6 +485,24 @@ def test_http_needs_a_token(api_server: Server) -> None:
     for method, path in [("GET", "scopes/list"), ("POST", "put"), ("GET", "get"), ("GET", "list")]:
         r = requests.request(method, f"{url}/{path}", json={}, timeout=10)
         envelope(r, 401, "UNAUTHENTICATED")
+
+
+def test_only_admins_and_the_creator_change_a_scope(workspace: WorkspaceClient, api_server: Server):
+    w = workspace
+    user = w.users.create(user_name=f"scope-user-{os.urandom(3).hex()}@example.com")
+    token = w.token_management.create_obo_token(application_id=user.id).token_value
+    as_user = WorkspaceClient(host=api_server.url, token=token)
+    w.secrets.create_scope("admins-scope")
+    w.secrets.put_secret("admins-scope", "openai", string_value=VALUE)
+    with pytest.raises(PermissionDenied, match="creator of scope 'admins-scope'"):
+        as_user.secrets.put_secret("admins-scope", "openai", string_value="sk-mine")
+    with pytest.raises(PermissionDenied):
+        as_user.secrets.delete_scope("admins-scope")
+    # A user's own scope is theirs to change, and listing keys is open to every caller.
+    as_user.secrets.create_scope("users-scope")
+    as_user.secrets.put_secret("users-scope", "k", string_value="v")
+    as_user.secrets.delete_secret("users-scope", "k")
+    assert [s.key for s in as_user.secrets.list_secrets("admins-scope")] == ["openai"]
 
 
 def test_values_never_in_the_server_log(

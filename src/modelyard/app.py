@@ -10,12 +10,15 @@ from starlette.middleware import Middleware
 
 from modelyard.api.errors import EXCEPTION_HANDLERS
 from modelyard.api.management import management_routes
+from modelyard.api.metrics import metrics_routes
 from modelyard.api.middleware import (
     BodyLimitMiddleware,
     ChangeStampMiddleware,
     RequestIdMiddleware,
 )
+from modelyard.api.permissions import permission_routes
 from modelyard.api.query import query_routes
+from modelyard.api.scim import scim_routes
 from modelyard.api.secrets import secret_routes
 from modelyard.api.tokens import token_routes
 from modelyard.runtime import Runtime
@@ -35,7 +38,15 @@ def build_app(settings: Settings) -> Starlette:
             await runtime.stop()
 
     return Starlette(
-        routes=[*query_routes(), *management_routes(), *token_routes(), *secret_routes()],
+        routes=[
+            *query_routes(),
+            *management_routes(),
+            *token_routes(),
+            *secret_routes(),
+            *scim_routes(),
+            *permission_routes(),
+            *metrics_routes(),
+        ],
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),

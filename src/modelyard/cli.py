@@ -8,6 +8,7 @@ from modelyard import __version__
 from modelyard.commands.chat import chat
 from modelyard.commands.models import models
 from modelyard.commands.serve import serve
+from modelyard.commands.usage import usage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +20,7 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(models)
 cli.add_command(chat)
+cli.add_command(usage)
 
 
 def main() -> None:

@@ -13,13 +13,21 @@ from pathlib import Path
 from modelyard.api.context import Services
 from modelyard.control.config_file import apply_config_file
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.permissions import PermissionService
 from modelyard.control.plaintext import unseal
+from modelyard.control.principals import PrincipalService
 from modelyard.control.sync import ReplicaSync
 from modelyard.control.tokens import TokenService
 from modelyard.engine.model_store import ModelStore
 from modelyard.engine.supervisor import EngineSupervisor
+from modelyard.gateway.access import AccessControl
 from modelyard.gateway.auth import ADMIN_USER, Authenticator
 from modelyard.gateway.endpoints import EndpointRegistry
+from modelyard.gateway.guardrails import Guardrails
+from modelyard.gateway.judge import Judge
+from modelyard.gateway.limits import build_limiter
+from modelyard.gateway.metrics import Metrics
+from modelyard.gateway.recording import Recorder
 from modelyard.gateway.service import QueryService
 from modelyard.providers import ProviderRegistry
 from modelyard.providers.catalog import external_builders
@@ -30,6 +38,7 @@ from modelyard.schemas.endpoints import EndpointCreate
 from modelyard.secrets import SecretService, SecretVault, load_secret_box
 from modelyard.settings import Settings
 from modelyard.store import Store
+from modelyard.store.usage import RecordWriter
 
 log = logging.getLogger("modelyard")
 
@@ -68,14 +77,29 @@ class Runtime:
             [LocalModels(supervisor, model_store, settings), *external_builders(external)]
         )
         registry = EndpointRegistry()
-        endpoint_admin = EndpointService(store, registry, providers, secret_box)
+        guardrails = _guardrails(settings, registry)
+        endpoint_admin = EndpointService(
+            store, registry, providers, secret_box, gateway_checks=[guardrails.check_config]
+        )
         await endpoint_admin.load()
         tokens = TokenService(store, authenticator)
+        access = AccessControl()
+        principals = PrincipalService(store, authenticator, access)
+        await principals.bootstrap()  # user admin in group admins, from the first start
+        permissions = PermissionService(store, access, principals)
+        await permissions.load()
         services = Services(
             settings=settings,
             authenticator=authenticator,
             endpoints=registry,
-            queries=QueryService(registry, authenticator),
+            queries=QueryService(
+                registry,
+                authenticator,
+                access=access,
+                recorder=_recorder(settings, store),
+                limits=await build_limiter(settings),
+                guardrails=guardrails,
+            ),
             endpoint_admin=endpoint_admin,
             tokens=tokens,
             secrets=secrets_service,
@@ -83,11 +107,21 @@ class Runtime:
             secret_box=secret_box,
             workspace_id=await _workspace_id(store),
             sync=ReplicaSync(store),
+            access=access,
+            principals=principals,
+            permissions=permissions,
         )
         runtime = cls(services, store, providers, sessions)
         await runtime._first_start(settings)
         await services.sync.changed()  # a default endpoint or config file the others lack
-        for reload in (endpoint_admin.reload, tokens.reload, secrets_service.reload):
+        # Principals before tokens: a new user's token never meets a directory without them.
+        for reload in (
+            endpoint_admin.reload,
+            principals.load,
+            permissions.load,
+            tokens.reload,
+            secrets_service.reload,
+        ):
             services.sync.on_change(reload)
         await services.sync.start()
         return runtime
@@ -114,10 +148,30 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop model workers and close the store (after in-flight requests have drained)."""
+        await self.services.queries.recorder.close()  # queued usage/payload rows first
         await self.services.sync.close()
+        await self.services.queries.limits.close()
         await self.providers.close()
         await self.sessions.close()
         await asyncio.to_thread(self.store.close)
+
+
+def _recorder(settings: Settings, store: Store) -> Recorder:
+    """Metrics for every query; usage and payload rows through one batching writer."""
+    when_full = "drop" if settings.record_queue_full == "drop" else "wait"
+    recorder = Recorder(
+        RecordWriter(store.engine),
+        Metrics(),
+        queue_size=settings.record_queue_size,
+        when_full=when_full,
+    )
+    recorder.start()
+    return recorder
+
+
+def _guardrails(settings: Settings, registry: EndpointRegistry) -> Guardrails:
+    name = settings.guardrail_endpoint
+    return Guardrails(Judge(registry, name) if name else None)
 
 
 async def _workspace_id(store: Store) -> str:

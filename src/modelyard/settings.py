@@ -38,6 +38,15 @@ class Settings:
     engine_threads: int | None = None
     engine_parallel: int = 8
     engine_ctx_per_slot: int = 2048
+    # The served endpoint that judges the safety and valid_topics guardrails; None: they are off.
+    guardrail_endpoint: str | None = None
+    # Usage and payload rows waiting for the database; when full, "wait" or "drop" (counted).
+    record_queue_size: int = 10_000
+    record_queue_full: str = "wait"
+    # Shared rate-limit counters (replicas); None: in this process's memory. May hold a password.
+    redis_url: str | None = field(default=None, repr=False)
+    # When Redis is unreachable: "closed" refuses rate-limited requests (503), "open" lets them by.
+    rate_limit_on_redis_error: str = "closed"
 
     @property
     def resolved_models_dir(self) -> Path:

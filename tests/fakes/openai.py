@@ -10,7 +10,7 @@ chunk events ended by `data: [DONE]`; usage in a last chunk with empty `choices`
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -43,6 +43,9 @@ class FakeOpenAI(FakeUpstream):
         self.api_key = api_key
         self.azure = azure
         self.api_version = api_version
+        # Set to answer chat with a text of the test's choosing (a guardrail judge's verdict):
+        # called with the last user message's text, instead of the script's reply.
+        self.respond: Callable[[str], str] | None = None
 
     def routes(self) -> list[web.RouteDef]:
         base = "/openai/deployments/{deployment}" if self.azure else "/v1"
@@ -98,7 +101,8 @@ class FakeOpenAI(FakeUpstream):
                 and isinstance(function.get("name"), str),
                 f"tools[{i}] must be {{'type': 'function', 'function': {{'name': ...}}}}",
             )  # fmt: skip
-        reply = script.reply(chat_prompt(body))
+        prompt = chat_prompt(body)
+        reply = script.reply(prompt) if self.respond is None else _responded(self.respond, prompt)
         model = body.get("model", "azure-deployment")
         if body.get("stream"):
             usage = (body.get("stream_options") or {}).get("include_usage", False)
@@ -192,6 +196,11 @@ def chat_prompt(body: Json) -> script.Prompt:
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         stop=[stop] if isinstance(stop, str) else stop,
     )
+
+
+def _responded(respond: Callable[[str], str], prompt: script.Prompt) -> script.Reply:
+    text = respond(prompt.last_user_text)
+    return script.Reply(text, [], "stop", len(prompt.last_user_text.split()), len(text.split()))
 
 
 def _text(content: Any) -> str:

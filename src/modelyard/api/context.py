@@ -9,9 +9,12 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from modelyard.control.endpoints import EndpointService
+from modelyard.control.permissions import PermissionService
+from modelyard.control.principals import PrincipalService
 from modelyard.control.sync import ReplicaSync
 from modelyard.control.tokens import TokenService
 from modelyard.errors import BadRequest
+from modelyard.gateway.access import AccessControl
 from modelyard.gateway.auth import Authenticator, Principal
 from modelyard.gateway.endpoints import EndpointRegistry
 from modelyard.gateway.service import QueryService, parse_json_object
@@ -35,6 +38,9 @@ class Services:
     secret_box: SecretBox
     workspace_id: str
     sync: ReplicaSync
+    access: AccessControl
+    principals: PrincipalService
+    permissions: PermissionService
 
 
 def services(request: Request) -> Services:

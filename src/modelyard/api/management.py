@@ -9,55 +9,89 @@ from starlette.routing import Route
 from modelyard.api.context import parse_body, principal, services
 from modelyard.api.responses import JSONResponse
 from modelyard.control.render import render_endpoint
-from modelyard.schemas.endpoints import AiGateway, EndpointCoreConfig, EndpointCreate, TagsPatch
+from modelyard.gateway.access import Level
+from modelyard.gateway.endpoints import LiveEndpoint
+from modelyard.schemas.endpoints import (
+    AiGateway,
+    EndpointCoreConfig,
+    EndpointCreate,
+    RateLimitsPut,
+    TagsPatch,
+)
 
 BASE = "/api/2.0/serving-endpoints"
 
 
+def _endpoint(request: Request, level: Level) -> tuple[LiveEndpoint, Level]:
+    """The endpoint named in the path and the caller's level on it; 403 below `level`."""
+    caller = principal(request)
+    svc = services(request)
+    live = svc.endpoints.get(request.path_params["name"])
+    return live, svc.access.require(caller, live, level)
+
+
 async def create_endpoint(request: Request) -> Response:
+    """Any authenticated caller may create an endpoint, and then manages it."""
     caller = principal(request)
     body = await parse_body(request, EndpointCreate)
-    live = await services(request).endpoint_admin.create(body, caller.user_name)
-    return JSONResponse(render_endpoint(live))
+    svc = services(request)
+    live = await svc.endpoint_admin.create(body, caller.user_name)
+    await svc.permissions.grant_creator(live, caller)
+    return JSONResponse(render_endpoint(live, Level.CAN_MANAGE.name))
 
 
 async def list_endpoints(request: Request) -> Response:
-    principal(request)
-    endpoints = [render_endpoint(e) for e in services(request).endpoints.all()]
+    """The endpoints the caller may view, each with the caller's level on it."""
+    caller = principal(request)
+    svc = services(request)
+    endpoints = []
+    for live in svc.endpoints.all():
+        level = svc.access.level(caller, live)
+        if level is not None:
+            endpoints.append(render_endpoint(live, level.name))
     return JSONResponse({"endpoints": endpoints})
 
 
 async def get_endpoint(request: Request) -> Response:
-    principal(request)
-    live = services(request).endpoints.get(request.path_params["name"])
-    return JSONResponse(render_endpoint(live))
+    live, level = _endpoint(request, Level.CAN_VIEW)
+    return JSONResponse(render_endpoint(live, level.name))
 
 
 async def delete_endpoint(request: Request) -> Response:
-    principal(request)
-    await services(request).endpoint_admin.delete(request.path_params["name"])
+    live, _ = _endpoint(request, Level.CAN_MANAGE)
+    svc = services(request)
+    await svc.endpoint_admin.delete(live.name)
+    svc.access.forget(live.record.id)  # the store dropped its rows with the endpoint
     return JSONResponse({})
 
 
 async def update_config(request: Request) -> Response:
-    principal(request)
+    _, level = _endpoint(request, Level.CAN_MANAGE)
     config = await parse_body(request, EndpointCoreConfig)
     live = await services(request).endpoint_admin.update_config(request.path_params["name"], config)
-    return JSONResponse(render_endpoint(live))
+    return JSONResponse(render_endpoint(live, level.name))
 
 
 async def patch_tags(request: Request) -> Response:
-    principal(request)
+    _endpoint(request, Level.CAN_MANAGE)
     patch = await parse_body(request, TagsPatch)
     tags = await services(request).endpoint_admin.patch_tags(request.path_params["name"], patch)
     return JSONResponse({"tags": tags})
 
 
 async def update_ai_gateway(request: Request) -> Response:
-    principal(request)
+    _endpoint(request, Level.CAN_MANAGE)
     block = await parse_body(request, AiGateway)
     admin = services(request).endpoint_admin
     return JSONResponse(await admin.update_ai_gateway(request.path_params["name"], block))
+
+
+async def update_rate_limits(request: Request) -> Response:
+    _endpoint(request, Level.CAN_MANAGE)
+    body = await parse_body(request, RateLimitsPut)
+    admin = services(request).endpoint_admin
+    limits = await admin.update_rate_limits(request.path_params["name"], body.rate_limits)
+    return JSONResponse({"rate_limits": limits})
 
 
 def management_routes() -> list[Route]:
@@ -71,4 +105,5 @@ def management_routes() -> list[Route]:
         Route(BASE + "/{name}/config", update_config, methods=["PUT"]),
         Route(BASE + "/{name}/tags", patch_tags, methods=["PATCH"]),
         Route(BASE + "/{name}/ai-gateway", update_ai_gateway, methods=["PUT"]),
+        Route(BASE + "/{name}/rate-limits", update_rate_limits, methods=["PUT"]),
     ]

@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from modelyard.api.context import principal, services
 from modelyard.api.responses import JSONResponse, sse_response
+from modelyard.gateway.access import Level
 from modelyard.gateway.service import Answer
 from modelyard.schemas.query import Task
 
@@ -39,7 +40,7 @@ def _openai_route(task: Task) -> Callable[[Request], Awaitable[Response]]:
 
 async def list_models(request: Request) -> Response:
     """The endpoints the caller may query, as the openai client's `models.list()` expects."""
-    principal(request)
+    caller = principal(request)
     svc = services(request)
     data = [
         {
@@ -49,6 +50,7 @@ async def list_models(request: Request) -> Response:
             "owned_by": ep.record.creator,
         }
         for ep in svc.endpoints.all()
+        if (svc.access.level(caller, ep) or 0) >= Level.CAN_QUERY
     ]
     return JSONResponse({"object": "list", "data": data})
 

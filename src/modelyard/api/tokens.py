@@ -10,6 +10,7 @@ from modelyard.api.context import parse_body, principal, services
 from modelyard.api.responses import JSONResponse
 from modelyard.control.tokens import token_info
 from modelyard.schemas.endpoints import TokenCreate, TokenDelete
+from modelyard.schemas.scim import OboTokenCreate
 
 
 async def create_token(request: Request) -> Response:
@@ -17,6 +18,19 @@ async def create_token(request: Request) -> Response:
     body = await parse_body(request, TokenCreate)
     value, record = await services(request).tokens.create(
         caller.user_name, lifetime_seconds=body.lifetime_seconds, comment=body.comment
+    )
+    return JSONResponse({"token_value": value, "token_info": token_info(record)})
+
+
+async def create_obo_token(request: Request) -> Response:
+    """An admin creates a token on behalf of a service principal (or a user)."""
+    caller = principal(request)
+    body = await parse_body(request, OboTokenCreate)
+    value, record = await services(request).tokens.create_on_behalf(
+        caller,
+        body.application_id,
+        lifetime_seconds=body.lifetime_seconds,
+        comment=body.comment,
     )
     return JSONResponse({"token_value": value, "token_info": token_info(record)})
 
@@ -52,5 +66,6 @@ def token_routes() -> list[Route]:
         Route("/api/2.0/token/create", create_token, methods=["POST"]),
         Route("/api/2.0/token/list", list_tokens, methods=["GET"]),
         Route("/api/2.0/token/delete", delete_token, methods=["POST"]),
+        Route("/api/2.0/token-management/on-behalf-of/tokens", create_obo_token, methods=["POST"]),
         Route("/.well-known/databricks-config", databricks_config, methods=["GET"]),
     ]

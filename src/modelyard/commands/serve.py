@@ -12,6 +12,8 @@ import uvicorn
 from modelyard.app import build_app
 from modelyard.control.config_file import ConfigFileError, load_config_file
 from modelyard.engine.model_store import ModelPullError, ModelStore
+from modelyard.errors import BadRequest
+from modelyard.gateway.guardrails import check_guardrails
 from modelyard.settings import DEFAULT_MODEL, Settings, default_data_dir
 
 
@@ -63,6 +65,44 @@ from modelyard.settings import DEFAULT_MODEL, Settings, default_data_dir
     help="Requests each local model generates at once (continuous batching).",
 )
 @click.option(
+    "--record-queue-size",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Queries whose usage and payload rows may wait for the database at once.",
+)
+@click.option(
+    "--record-queue-full",
+    type=click.Choice(["wait", "drop"]),
+    default="wait",
+    show_default=True,
+    help="When that queue is full: requests wait for room, or their rows are dropped "
+    "(counted in /metrics as modelyard_recorder_dropped_rows_total).",
+)
+@click.option(
+    "--guardrail-endpoint",
+    envvar="MODELYARD_GUARDRAIL_ENDPOINT",
+    default=None,
+    help="Served endpoint that judges the safety and valid_topics guardrails "
+    "[default: none; endpoints that turn them on are refused].",
+)
+@click.option(
+    "--redis-url",
+    envvar="MODELYARD_REDIS_URL",
+    default=None,
+    help="Redis for rate-limit counters shared by replicas, e.g. redis://host:6379/0 "
+    "[default: counters in this process's memory].",
+)
+@click.option(
+    "--rate-limit-on-redis-error",
+    envvar="MODELYARD_RATE_LIMIT_ON_REDIS_ERROR",
+    type=click.Choice(["closed", "open"]),
+    default="closed",
+    show_default=True,
+    help="When Redis is unreachable: refuse requests to rate-limited endpoints with 503 "
+    "(closed) or let them through unchecked (open).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -78,6 +118,11 @@ def serve(
     max_body_mb: int,
     engine_threads: int | None,
     engine_parallel: int,
+    record_queue_size: int,
+    record_queue_full: str,
+    guardrail_endpoint: str | None,
+    redis_url: str | None,
+    rate_limit_on_redis_error: str,
     log_level: str,
 ) -> None:
     """Start the server. The first start pulls the default model and prints an admin token."""
@@ -93,6 +138,11 @@ def serve(
         max_body_bytes=max_body_mb * 1024 * 1024,
         engine_threads=engine_threads,
         engine_parallel=engine_parallel,
+        record_queue_size=record_queue_size,
+        record_queue_full=record_queue_full,
+        guardrail_endpoint=guardrail_endpoint or None,
+        redis_url=redis_url or None,
+        rate_limit_on_redis_error=rate_limit_on_redis_error,
     )
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -103,9 +153,16 @@ def serve(
     )
     if config_file:
         try:
-            load_config_file(config_file)  # fail before anything starts, with the reason
+            bodies = load_config_file(config_file)  # fail before anything starts, with the reason
         except ConfigFileError as exc:
             raise click.ClickException(str(exc)) from exc
+        for body in bodies:
+            try:
+                check_guardrails(body.ai_gateway, settings.guardrail_endpoint)
+            except BadRequest as exc:
+                raise click.ClickException(
+                    f"{config_file}: endpoint '{body.name}': {exc.message}"
+                ) from exc
     if settings.default_model:
         _pull_default(settings)
     uvicorn.run(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -13,7 +14,13 @@ from modelyard.control.plaintext import REDACTED, Box, restore_redacted, seal_pl
 from modelyard.errors import AlreadyExists, BadRequest, ModelyardError, NotFound
 from modelyard.gateway.endpoints import EndpointRegistry, LiveEndpoint, LiveEntity
 from modelyard.providers import ProviderRegistry
-from modelyard.schemas.endpoints import AiGateway, EndpointCoreConfig, EndpointCreate, TagsPatch
+from modelyard.schemas.endpoints import (
+    AiGateway,
+    EndpointCoreConfig,
+    EndpointCreate,
+    RateLimit,
+    TagsPatch,
+)
 from modelyard.store import EndpointRecord, Store, StoreConflict
 
 log = logging.getLogger("modelyard.endpoints")
@@ -32,11 +39,15 @@ class EndpointService:
         registry: EndpointRegistry,
         providers: ProviderRegistry,
         box: Box,
+        *,
+        gateway_checks: Sequence[Callable[[AiGateway | None], None]] = (),
     ) -> None:
         self.store = store
         self.registry = registry
         self.providers = providers
         self.box = box
+        # Checks of an ai_gateway block that need server settings (e.g. the guardrail judge).
+        self.gateway_checks = tuple(gateway_checks)
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -67,10 +78,18 @@ class EndpointService:
     async def create(self, body: EndpointCreate, creator: str) -> LiveEndpoint:
         """Validate and store a new endpoint, then start serving it."""
         task, endpoint_type = self._check(body.config)
+        for check in self.gateway_checks:
+            check(body.ai_gateway)
         now = _now_ms()
         ai_gateway = body.ai_gateway.model_dump(exclude_none=True) if body.ai_gateway else None
         if body.rate_limits is not None:
-            ai_gateway = {**(ai_gateway or {}), "rate_limits": body.rate_limits}
+            if ai_gateway and ai_gateway.get("rate_limits"):
+                raise BadRequest(
+                    "Give rate limits either in ai_gateway.rate_limits or in the legacy "
+                    "top-level rate_limits, not both."
+                )
+            legacy = [limit.model_dump() for limit in body.rate_limits]
+            ai_gateway = {**(ai_gateway or {}), "rate_limits": legacy}
         record = EndpointRecord(
             id=uuid.uuid4().hex,
             name=body.name,
@@ -143,6 +162,8 @@ class EndpointService:
 
     async def update_ai_gateway(self, name: str, ai_gateway: AiGateway) -> dict[str, Any]:
         """Replace the endpoint's `ai_gateway` block; returns it as now in force."""
+        for check in self.gateway_checks:
+            check(ai_gateway)
         async with self._lock:
             live = self.registry.get(name)
             block = ai_gateway.model_dump(exclude_none=True)
@@ -150,6 +171,19 @@ class EndpointService:
             await asyncio.to_thread(self.store.update_endpoint, record)
             self.registry.put(LiveEndpoint(record, live.entities))
         return block
+
+    async def update_rate_limits(self, name: str, limits: list[RateLimit]) -> list[dict[str, Any]]:
+        """The legacy `PUT .../rate-limits`: replace `ai_gateway.rate_limits`, keep the rest."""
+        rate_limits = [limit.model_dump() for limit in limits]
+        async with self._lock:
+            live = self.registry.get(name)
+            block = {**(live.record.ai_gateway or {}), "rate_limits": rate_limits}
+            if not rate_limits:
+                del block["rate_limits"]
+            record = _replace(live.record, ai_gateway=block or None)
+            await asyncio.to_thread(self.store.update_endpoint, record)
+            self.registry.put(LiveEndpoint(record, live.entities))
+        return rate_limits
 
     async def delete(self, name: str) -> None:
         async with self._lock:

@@ -7,8 +7,9 @@ import time
 import uuid
 from typing import Any
 
-from modelyard.errors import NotFound
+from modelyard.errors import NotFound, PermissionDenied
 from modelyard.gateway.auth import ADMIN_USER, Authenticator, Principal, hash_token, new_token_value
+from modelyard.gateway.directory import SERVICE_PRINCIPAL, USER
 from modelyard.store import Store, TokenRecord
 
 _ADMIN_CREATED = "admin_token_created"
@@ -60,6 +61,37 @@ class TokenService:
         await asyncio.to_thread(self.store.insert_token, record)
         self.authenticator.add(record)
         return value, record
+
+    async def create_on_behalf(
+        self,
+        caller: Principal,
+        application_id: str,
+        *,
+        lifetime_seconds: int | None = None,
+        comment: str | None = None,
+    ) -> tuple[str, TokenRecord]:
+        """An admin creates a token for a service principal (by applicationId or SCIM id) or,
+        as modelyard's addition, for a user (by userName or SCIM id): their first token."""
+        if not caller.is_admin:
+            raise PermissionDenied(
+                "Only workspace admins may create tokens on behalf of others; create your own "
+                "with POST /api/2.0/token/create."
+            )
+        directory = self.authenticator.directory
+        found = None
+        if directory is not None:
+            found = directory.find(SERVICE_PRINCIPAL, application_id) or directory.find(
+                USER, application_id
+            )
+            by_id = directory.get(application_id)
+            if found is None and by_id is not None and by_id.kind in (SERVICE_PRINCIPAL, USER):
+                found = by_id
+        if found is None:
+            raise NotFound(
+                f"No service principal with application_id '{application_id}' (nor a user with "
+                "that userName or id) exists."
+            )
+        return await self.create(found.name, lifetime_seconds=lifetime_seconds, comment=comment)
 
     async def list(self, principal: Principal) -> list[TokenRecord]:
         """The caller's tokens; the admin sees everyone's."""

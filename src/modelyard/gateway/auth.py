@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from modelyard.errors import PermissionDenied, Unauthenticated
+from modelyard.gateway.directory import SERVICE_PRINCIPAL, Directory
 from modelyard.store import TokenRecord
 
 ADMIN_USER = "admin"
@@ -26,6 +27,8 @@ class Principal:
     token_id: str
     groups: frozenset[str] = frozenset()
     service_principal: bool = False
+    principal_id: str = ""  # the SCIM id; "" for a token whose owner is not in the directory
+    group_ids: frozenset[str] = frozenset()
 
     @property
     def is_admin(self) -> bool:
@@ -69,10 +72,14 @@ def token_from_header(authorization: str | None) -> str:
 
 
 class Authenticator:
-    """Maps token hashes to their records; updated in place when tokens change."""
+    """Maps token hashes to their records and owners; updated in place when either changes."""
 
-    def __init__(self, tokens: Iterable[TokenRecord] = ()) -> None:
+    def __init__(
+        self, tokens: Iterable[TokenRecord] = (), directory: Directory | None = None
+    ) -> None:
         self._by_hash: dict[str, TokenRecord] = {t.token_hash: t for t in tokens}
+        # None: no directory (tools and tests that only need tokens); every owner is known.
+        self.directory = directory
 
     def add(self, token: TokenRecord) -> None:
         self._by_hash[token.token_hash] = token
@@ -84,6 +91,10 @@ class Authenticator:
     def remove(self, token_id: str) -> None:
         self._by_hash = {h: t for h, t in self._by_hash.items() if t.token_id != token_id}
 
+    def remove_owner(self, owner: str) -> None:
+        """Forget every token of `owner` (a deleted user or service principal)."""
+        self._by_hash = {h: t for h, t in self._by_hash.items() if t.owner != owner}
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an Authorization header, or 401/403."""
         digest = hash_token(token_from_header(authorization))
@@ -94,4 +105,22 @@ class Authenticator:
             raise PermissionDenied(
                 "The access token has expired. Create a new one with POST /api/2.0/token/create."
             )
-        return Principal(user_name=record.owner, token_id=record.token_id)
+        if self.directory is None:
+            return Principal(user_name=record.owner, token_id=record.token_id)
+        identity = self.directory.identity(record.owner)
+        if identity is None:
+            raise PermissionDenied(
+                f"The owner of this access token, '{record.owner}', no longer exists."
+            )
+        if not identity.record.active:
+            raise PermissionDenied(
+                f"'{record.owner}' is deactivated; an admin can reactivate it through SCIM."
+            )
+        return Principal(
+            user_name=record.owner,
+            token_id=record.token_id,
+            groups=identity.group_names,
+            service_principal=identity.record.kind == SERVICE_PRINCIPAL,
+            principal_id=identity.record.id,
+            group_ids=identity.group_ids,
+        )

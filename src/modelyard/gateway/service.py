@@ -93,7 +93,6 @@ class QueryService:
                 f"Endpoint '{name}' serves {endpoint.task} requests; this is a {task} request."
             )
         request = await self.guardrails.screen_input(endpoint, request)
-        reservation = await self.limits.reserve(principal, endpoint, request)
         record = QueryRecord(
             request_id=request_id,
             endpoint_name=endpoint.name,
@@ -105,16 +104,25 @@ class QueryService:
             usage_context=request.usage_context,
         )
         try:
+            reservation = await self.limits.reserve(principal, endpoint, request)
+        except ModelyardError as exc:
+            # A refusal (429) is a request too: usage rows and /metrics count it.
+            await self._record(endpoint, record, started, exc)
+            raise
+        try:
             answer = await self._route(endpoint, task, request)
             record.served_entity = answer.served_entity
             if answer.body is not None:
                 answer.body = await self.guardrails.screen_output(endpoint, answer.body)
+            elif answer.stream is not None:
+                # Waiting for the first screened chunk makes an output block a plain 400.
+                screened = self.guardrails.screen_stream(endpoint, answer.stream)
+                answer.stream = await _started(screened)
         except ModelyardError as exc:
             await self._finish(endpoint, reservation, record, started, error=exc)
             raise
         if answer.stream is not None:
-            screened = self.guardrails.screen_stream(endpoint, answer.stream)
-            recorded = self._recorded(endpoint, screened, reservation, record, started)
+            recorded = self._recorded(endpoint, answer.stream, reservation, record, started)
             include_usage = isinstance(request, ChatRequest | CompletionRequest) and (
                 request.include_usage
             )
@@ -181,11 +189,24 @@ class QueryService:
         *,
         error: ModelyardError | None = None,
     ) -> None:
-        record.latency_ms = int((time.time() - started) * 1000)
+        ended = time.time()  # the answer's latency, not the settling's
+        await reservation.settle(record.prompt_tokens + record.completion_tokens)
+        await self._record(endpoint, record, started, error, ended=ended)
+
+    async def _record(
+        self,
+        endpoint: LiveEndpoint,
+        record: QueryRecord,
+        started: float,
+        error: ModelyardError | None,
+        *,
+        ended: float | None = None,
+    ) -> None:
+        record.latency_ms = int(((ended or time.time()) - started) * 1000)
         if error is not None:
             record.status, record.error = error.status, error.message
-        await reservation.settle(record.prompt_tokens + record.completion_tokens)
-        self.recorder.record(endpoint.record.ai_gateway, record)
+            record.error_code = error.error_code
+        await self.recorder.record(endpoint.record.ai_gateway, record)
 
 
 def _count_usage(record: QueryRecord, body: Json | None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
@@ -112,14 +112,98 @@ class FallbackConfig(_Body):
     enabled: StrictBool
 
 
+class UsageTrackingConfig(_Body):
+    enabled: StrictBool = False
+
+
+class InferenceTableConfig(_Body):
+    """Where payload rows go: the table `<catalog>__<schema>__<prefix>_payload`."""
+
+    enabled: StrictBool = False
+    catalog_name: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    schema_name: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+    table_name_prefix: StrictStr | None = Field(default=None, min_length=1, max_length=255)
+
+    @model_validator(mode="after")
+    def _named_when_enabled(self) -> InferenceTableConfig:
+        if self.enabled and not (self.catalog_name and self.schema_name):
+            raise ValueError(
+                "catalog_name and schema_name are required when inference tables are enabled "
+                "(table_name_prefix defaults to the endpoint name)"
+            )
+        return self
+
+
+class GuardrailPii(BaseModel):
+    # Guardrail blocks forbid unknown keys: a misspelt guardrail silently off is worse than a 400.
+    model_config = ConfigDict(extra="forbid", strict=True)
+    behavior: Literal["BLOCK", "MASK", "NONE"] = "NONE"
+
+
+class GuardrailParameters(BaseModel):
+    """One direction's guardrails (the SDK's `AiGatewayGuardrailParameters`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    invalid_keywords: list[Annotated[StrictStr, Field(min_length=1)]] | None = None
+    pii: GuardrailPii | None = None
+    safety: StrictBool | None = None
+    valid_topics: list[Annotated[StrictStr, Field(min_length=1)]] | None = None
+
+
+class GuardrailsConfig(BaseModel):
+    """`ai_gateway.guardrails`: what is screened on the way in and on the way out."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input: GuardrailParameters | None = None
+    output: GuardrailParameters | None = None
+
+
+class AiGatewayRateLimit(BaseModel):
+    """One `ai_gateway.rate_limits` entry: calls and/or tokens per minute for a key."""
+
+    # Unknown keys forbidden: a misspelt "call" must not leave an endpoint unlimited.
+    model_config = ConfigDict(extra="forbid", strict=True)
+    calls: StrictInt | None = Field(default=None, ge=1)
+    tokens: StrictInt | None = Field(default=None, ge=1)
+    key: Literal["endpoint", "user", "user_group", "service_principal"] = "endpoint"
+    principal: StrictStr | None = Field(default=None, min_length=1)
+    renewal_period: Literal["minute"] = "minute"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AiGatewayRateLimit:
+        if self.calls is None and self.tokens is None:
+            raise ValueError("a rate limit needs calls or tokens (per minute), or both")
+        if self.key in ("user_group", "service_principal") and self.principal is None:
+            raise ValueError(f"a rate limit with key '{self.key}' needs principal (who it limits)")
+        if self.key == "endpoint" and self.principal is not None:
+            raise ValueError("a rate limit with key 'endpoint' takes no principal")
+        return self
+
+
+class RateLimit(BaseModel):
+    """The legacy `rate_limits` entry (`PUT .../rate-limits`, top-level on create): calls only."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    calls: StrictInt = Field(ge=1)
+    key: Literal["endpoint", "user"] = "endpoint"
+    renewal_period: Literal["minute"] = "minute"
+
+
+MAX_RATE_LIMITS = 20
+
+
+class RateLimitsPut(_Body):
+    rate_limits: list[RateLimit] = Field(default_factory=list, max_length=MAX_RATE_LIMITS)
+
+
 class AiGateway(_Body):
     """The `ai_gateway` block; fallback is enforced here, the rest is kept as sent for now."""
 
     fallback_config: FallbackConfig | None = None
-    usage_tracking_config: dict[str, Any] | None = None
-    inference_table_config: dict[str, Any] | None = None
-    rate_limits: list[dict[str, Any]] | None = None
-    guardrails: dict[str, Any] | None = None
+    usage_tracking_config: UsageTrackingConfig | None = None
+    inference_table_config: InferenceTableConfig | None = None
+    rate_limits: list[AiGatewayRateLimit] | None = Field(default=None, max_length=MAX_RATE_LIMITS)
+    guardrails: GuardrailsConfig | None = None
 
 
 class EndpointCreate(_Body):
@@ -127,7 +211,7 @@ class EndpointCreate(_Body):
     config: EndpointCoreConfig
     ai_gateway: AiGateway | None = None
     tags: list[Tag] = Field(default_factory=list)
-    rate_limits: list[dict[str, Any]] | None = None
+    rate_limits: list[RateLimit] | None = Field(default=None, max_length=MAX_RATE_LIMITS)
     description: StrictStr | None = None
     route_optimized: StrictBool = False
 

@@ -55,3 +55,26 @@ class SecretRecord:
     key: str
     value_encrypted: str
     updated_ms: int
+
+
+@dataclass(frozen=True)
+class PrincipalRecord:
+    """A user, group or service principal; `name` is the userName, group displayName or
+    service principal applicationId."""
+
+    id: str  # numeric string, like Databricks' SCIM ids
+    kind: str  # "user" | "group" | "service_principal"
+    name: str
+    display_name: str | None
+    active: bool
+    created_ms: int
+    attributes: dict[str, Any]  # other SCIM attributes as sent: emails, name, entitlements
+
+
+@dataclass(frozen=True)
+class AclRecord:
+    """One direct permission of a principal on an endpoint."""
+
+    endpoint_id: str
+    principal_id: str
+    level: str  # "CAN_VIEW" | "CAN_QUERY" | "CAN_MANAGE"

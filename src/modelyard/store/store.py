@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
@@ -16,8 +16,24 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelyard.store import migrate as _migrate
 from modelyard.store.engine import SQLITE_BEGIN, make_engine
 from modelyard.store.errors import StoreConflict, StoreNotFound
-from modelyard.store.models import EndpointRow, SecretRow, SecretScopeRow, SettingRow, TokenRow
-from modelyard.store.records import EndpointRecord, SecretRecord, SecretScopeRecord, TokenRecord
+from modelyard.store.models import (
+    EndpointAclRow,
+    EndpointRow,
+    GroupMemberRow,
+    PrincipalRow,
+    SecretRow,
+    SecretScopeRow,
+    SettingRow,
+    TokenRow,
+)
+from modelyard.store.records import (
+    AclRecord,
+    EndpointRecord,
+    PrincipalRecord,
+    SecretRecord,
+    SecretScopeRecord,
+    TokenRecord,
+)
 
 _ENDPOINT_FIELDS = tuple(f.name for f in fields(EndpointRecord))
 _TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
@@ -35,6 +51,11 @@ class Store:
     def __init__(self, url: str) -> None:
         self._engine = make_engine(url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, for the usage recorder's batch inserts (store/usage.py)."""
+        return self._engine
 
     @property
     def dialect(self) -> str:
@@ -81,6 +102,8 @@ class Store:
     def delete_endpoint(self, name: str) -> bool:
         """Delete the endpoint called `name`; False if there was none."""
         with self._write() as session:
+            ids = select(EndpointRow.id).where(EndpointRow.name == name).scalar_subquery()
+            session.execute(delete(EndpointAclRow).where(EndpointAclRow.endpoint_id == ids))
             return _deleted(session.execute(delete(EndpointRow).where(EndpointRow.name == name)))
 
     # -- tokens ------------------------------------------------------------------------------
@@ -150,7 +173,7 @@ class Store:
             },
         )
         # The foreign key, not a read first, decides: a scope deleted meanwhile is caught too.
-        with _missing_scope(rec.scope), self._write() as session:
+        with _missing(f"Scope '{rec.scope}'"), self._write() as session:
             session.execute(stmt)
 
     def delete_secret(self, scope: str, key: str) -> bool:
@@ -193,6 +216,93 @@ class Store:
         with self._write() as session:
             session.execute(stmt)
 
+    # -- principals and permissions ---------------------------------------------------------
+
+    def insert_principal(self, rec: PrincipalRecord, member_ids: Iterable[str] = ()) -> None:
+        """Add a principal (a group with its members); `StoreConflict` if its name is taken,
+        `StoreNotFound` if a member does not exist."""
+        what = f"{rec.kind.replace('_', ' ').capitalize()} '{rec.name}'"
+        with _conflict(what), _missing("A member"), self._write() as session:
+            session.add(PrincipalRow(**_principal_values(rec)))
+            session.flush()
+            session.add_all(GroupMemberRow(group_id=rec.id, member_id=m) for m in member_ids)
+
+    def update_principal(self, rec: PrincipalRecord) -> None:
+        """Replace the principal with id `rec.id`; `StoreNotFound` if gone, `StoreConflict` if
+        renamed to a taken name."""
+        what = f"{rec.kind.replace('_', ' ').capitalize()} '{rec.name}'"
+        with _conflict(what), self._write() as session:
+            row = session.get(PrincipalRow, rec.id)
+            if row is None:
+                raise StoreNotFound(f"Principal with id '{rec.id}' does not exist.")
+            for key, value in _principal_values(rec).items():
+                setattr(row, key, value)
+
+    def delete_principal(self, principal_id: str) -> bool:
+        """Delete a principal with its memberships, permissions and (users and service
+        principals) tokens, in one transaction; False if there was none."""
+        with self._write() as session:
+            row = session.get(PrincipalRow, principal_id)
+            if row is None:
+                return False
+            # Explicitly as well as by ON DELETE CASCADE (see delete_scope).
+            session.execute(
+                delete(GroupMemberRow).where(
+                    (GroupMemberRow.group_id == principal_id)
+                    | (GroupMemberRow.member_id == principal_id)
+                )
+            )
+            session.execute(
+                delete(EndpointAclRow).where(EndpointAclRow.principal_id == principal_id)
+            )
+            if row.kind != "group":
+                session.execute(delete(TokenRow).where(TokenRow.owner == row.name))
+            session.delete(row)
+            return True
+
+    def list_principals(self) -> list[PrincipalRecord]:
+        """Every user, group and service principal, by kind and name."""
+        with self._read() as session:
+            rows = session.scalars(
+                select(PrincipalRow).order_by(PrincipalRow.kind, PrincipalRow.name)
+            )
+            return [_principal_record(row) for row in rows]
+
+    def all_memberships(self) -> list[tuple[str, str]]:
+        """Every (group id, member id) pair."""
+        with self._read() as session:
+            rows = session.execute(select(GroupMemberRow.group_id, GroupMemberRow.member_id))
+            return [(g, m) for g, m in rows]
+
+    def set_members(self, group_id: str, member_ids: Iterable[str]) -> None:
+        """Make `member_ids` the group's direct members; `StoreNotFound` if any is missing."""
+        with _missing("A member or the group"), self._write() as session:
+            session.execute(delete(GroupMemberRow).where(GroupMemberRow.group_id == group_id))
+            session.add_all(GroupMemberRow(group_id=group_id, member_id=m) for m in member_ids)
+
+    def set_acl(self, endpoint_id: str, levels: dict[str, str], *, replace: bool) -> None:
+        """Give each principal id in `levels` its level on the endpoint; with `replace`, the
+        principals not named lose theirs. `StoreNotFound` if the endpoint or a principal is gone."""
+        with _missing("The endpoint or a principal"), self._write() as session:
+            where = EndpointAclRow.endpoint_id == endpoint_id
+            if not replace:
+                where &= EndpointAclRow.principal_id.in_(list(levels))
+            session.execute(delete(EndpointAclRow).where(where))
+            session.add_all(
+                EndpointAclRow(endpoint_id=endpoint_id, principal_id=p, level=level)
+                for p, level in levels.items()
+            )
+
+    def list_acl(self) -> list[AclRecord]:
+        """Every direct permission on every endpoint."""
+        with self._read() as session:
+            rows = session.scalars(
+                select(EndpointAclRow).order_by(
+                    EndpointAclRow.endpoint_id, EndpointAclRow.principal_id
+                )
+            )
+            return [AclRecord(r.endpoint_id, r.principal_id, r.level) for r in rows]
+
     # -- sessions ----------------------------------------------------------------------------
 
     @contextmanager
@@ -224,21 +334,6 @@ def _conflict(what: str) -> Iterator[None]:
         raise
 
 
-@contextmanager
-def _missing_scope(scope: str) -> Iterator[None]:
-    """Turn a foreign-key violation on `secrets.scope` into `StoreNotFound`."""
-    try:
-        yield
-    except IntegrityError as exc:
-        orig = exc.orig
-        if (
-            getattr(orig, "sqlstate", None) == _PG_FOREIGN_KEY_VIOLATION
-            or getattr(orig, "sqlite_errorcode", None) == _SQLITE_FOREIGN_KEY_CODE
-        ):
-            raise StoreNotFound(_no_scope(scope)) from exc
-        raise
-
-
 def _no_scope(scope: str) -> str:
     return f"Scope '{scope}' does not exist."
 
@@ -266,3 +361,29 @@ def _scope_record(row: SecretScopeRow) -> SecretScopeRecord:
 
 def _secret_record(row: SecretRow) -> SecretRecord:
     return SecretRecord(**{name: getattr(row, name) for name in _SECRET_FIELDS})
+
+
+@contextmanager
+def _missing(what: str) -> Iterator[None]:
+    """Turn a foreign-key violation into `StoreNotFound`."""
+    try:
+        yield
+    except IntegrityError as exc:
+        orig = exc.orig
+        if (
+            getattr(orig, "sqlstate", None) == _PG_FOREIGN_KEY_VIOLATION
+            or getattr(orig, "sqlite_errorcode", None) == _SQLITE_FOREIGN_KEY_CODE
+        ):
+            raise StoreNotFound(f"{what} does not exist.") from exc
+        raise
+
+
+_PRINCIPAL_FIELDS = tuple(f.name for f in fields(PrincipalRecord))
+
+
+def _principal_values(rec: PrincipalRecord) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in _PRINCIPAL_FIELDS}
+
+
+def _principal_record(row: PrincipalRow) -> PrincipalRecord:
+    return PrincipalRecord(**{name: getattr(row, name) for name in _PRINCIPAL_FIELDS})
