@@ -554,10 +554,15 @@ def test_redis_stopped_fails_closed_logs_once_and_recovers(tmp_path: Path, upstr
             assert f"Redis at 127.0.0.1:{port}/0 is unreachable" in r.json()["message"]
         assert ask(server, unlimited).status_code == 200  # no limits, nothing to check
         assert server.log().count("is unreachable") == 1
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        assert "modelyard_rate_limit_redis_down 1.0" in metrics
+        assert "modelyard_rate_limit_redis_errors_total 3.0" in metrics
 
         redis_server = start_redis(port)
         assert ask(server, limited).status_code == 200
         assert server.log().count("is reachable again") == 1
+        metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+        assert "modelyard_rate_limit_redis_down 0.0" in metrics
     finally:
         server.stop()
         redis_server.terminate()

@@ -88,6 +88,9 @@ class Runtime:
         await principals.bootstrap()  # user admin in group admins, from the first start
         permissions = PermissionService(store, access, principals)
         await permissions.load()
+        recorder = _recorder(settings, store)
+        limiter = await build_limiter(settings)
+        recorder.metrics.watch_limiter(limiter.stats)
         services = Services(
             settings=settings,
             authenticator=authenticator,
@@ -96,8 +99,8 @@ class Runtime:
                 registry,
                 authenticator,
                 access=access,
-                recorder=_recorder(settings, store),
-                limits=await build_limiter(settings),
+                recorder=recorder,
+                limits=limiter,
                 guardrails=guardrails,
             ),
             endpoint_admin=endpoint_admin,

@@ -6,10 +6,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 
 if TYPE_CHECKING:
+    from modelyard.gateway.limits import LimiterStats
     from modelyard.gateway.recording import QueryRecord
 
 RATE_LIMITED = "REQUEST_LIMIT_EXCEEDED"
@@ -84,6 +86,10 @@ class Metrics:
         self.queue_capacity.set(capacity)
         self.queue_policy.labels(policy).set(1)
 
+    def watch_limiter(self, stats: LimiterStats) -> None:
+        """Export the rate limiter's Redis state, read from `stats` at each scrape."""
+        self.registry.register(_LimiterCollector(stats))
+
     def render(self, endpoint: str | None = None) -> bytes:
         """Prometheus text: everything, or only the series labelled with `endpoint`."""
         if endpoint is None:
@@ -109,3 +115,28 @@ class _EndpointView:
 
 def _of_endpoint(samples: Iterable[Sample], endpoint: str) -> list[Sample]:
     return [s for s in samples if s.labels.get("endpoint") == endpoint]
+
+
+class _LimiterCollector:
+    """The rate limiter's counts, which it keeps as plain ints, as Prometheus series."""
+
+    def __init__(self, stats: LimiterStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        yield GaugeMetricFamily(
+            "modelyard_rate_limit_redis_down",
+            "1 while Redis, which holds the rate-limit counters, is unreachable.",
+            value=int(s.redis_down),
+        )
+        yield CounterMetricFamily(
+            "modelyard_rate_limit_redis_errors",
+            "Rate-limit checks and settlements that failed because Redis was unreachable.",
+            value=s.redis_errors,
+        )
+        yield CounterMetricFamily(
+            "modelyard_rate_limit_unchecked",
+            "Requests let through unchecked while Redis was down (fail open).",
+            value=s.unchecked,
+        )
