@@ -323,6 +323,37 @@ def test_the_creator_manages_what_it_created(
         admin.serving_endpoints.get_permissions(ep["id"])
 
 
+def test_endpoint_configs_use_only_secrets_their_author_may(
+    srv: Server, admin: WorkspaceClient, upstream: FakeOpenAI
+):
+    _, token = new_user(admin)
+    as_user = WorkspaceClient(host=srv.url, token=token)
+    admins_scope, own_scope = unique("admins"), unique("own")
+    admin.secrets.create_scope(admins_scope)
+    admin.secrets.put_secret(admins_scope, "openai", string_value=KEY)
+    as_user.secrets.create_scope(own_scope)
+    as_user.secrets.put_secret(own_scope, "openai", string_value=KEY)
+
+    def body(scope: str) -> dict:
+        config = {"openai_api_key": f"{{{{secrets/{scope}/openai}}}}",
+                  "openai_api_base": f"{upstream.url}/v1"}  # fmt: skip
+        entity = kit.external("openai", "gpt-4o", config, name="gpt")
+        return {"name": unique("ep"), "config": {"served_entities": [entity]}}
+
+    url, headers = f"{srv.url}/api/2.0/serving-endpoints", {"Authorization": f"Bearer {token}"}
+    refused = requests.post(url, json=body(admins_scope), headers=headers, timeout=30)
+    assert refused.status_code == 403
+    assert f"may not use secrets of scope '{admins_scope}'" in refused.json()["message"]
+    mine = requests.post(url, json=body(own_scope), headers=headers, timeout=30)
+    assert mine.status_code == 200, mine.text
+    assert query(srv, token, mine.json()["name"]).status_code == 200
+    # Nor can the user's own endpoint be switched over to someone else's key.
+    switched = requests.put(
+        f"{url}/{mine.json()['name']}/config", json=body(admins_scope)["config"], headers=headers
+    )
+    assert switched.status_code == 403
+
+
 def test_bad_grants_are_a_4xx_that_says_what_to_fix(
     srv: Server, admin: WorkspaceClient, endpoint: dict
 ) -> None:

@@ -120,7 +120,7 @@ class Runtime:
         # Principals before tokens: a new user's token never meets a directory without them.
         for reload in (
             endpoint_admin.reload,
-            principals.load,
+            principals.reload,
             permissions.load,
             tokens.reload,
             secrets_service.reload,

@@ -35,6 +35,7 @@ async def create_endpoint(request: Request) -> Response:
     caller = principal(request)
     body = await parse_body(request, EndpointCreate)
     svc = services(request)
+    await svc.secrets.check_references(body.config.model_dump(), caller)
     live = await svc.endpoint_admin.create(body, caller.user_name)
     await svc.permissions.grant_creator(live, caller)
     return JSONResponse(render_endpoint(live, Level.CAN_MANAGE.name))
@@ -68,6 +69,7 @@ async def delete_endpoint(request: Request) -> Response:
 async def update_config(request: Request) -> Response:
     _, level = _endpoint(request, Level.CAN_MANAGE)
     config = await parse_body(request, EndpointCoreConfig)
+    await services(request).secrets.check_references(config.model_dump(), principal(request))
     live = await services(request).endpoint_admin.update_config(request.path_params["name"], config)
     return JSONResponse(render_endpoint(live, level.name))
 

@@ -57,8 +57,9 @@ class EndpointService:
 
     async def reload(self) -> None:
         """Take in what another replica changed: new, changed and deleted endpoints."""
-        records = {r.name: r for r in await asyncio.to_thread(self.store.list_endpoints)}
         async with self._lock:
+            # Read under the lock: a create in between must not be taken for a deletion.
+            records = {r.name: r for r in await asyncio.to_thread(self.store.list_endpoints)}
             for live in self.registry.all():
                 if live.name not in records:
                     self.registry.remove(live.name)

@@ -35,14 +35,17 @@ class PermissionService:
         self.access = access
         # The PrincipalService: its `directory` snapshot is swapped on every change.
         self._principals = principals
+        # Changes and reloads take turns, so a reload never undoes a grant made meanwhile.
+        self._lock = asyncio.Lock()
 
     @property
     def directory(self) -> Directory:
         return self._principals.directory
 
     async def load(self) -> None:
-        """Fill the cache from the store (server start)."""
-        self.access.load(await asyncio.to_thread(self.store.list_acl))
+        """Fill the cache from the store (server start, and changes from other replicas)."""
+        async with self._lock:
+            self.access.load(await asyncio.to_thread(self.store.list_acl))
 
     async def grant_creator(self, endpoint: LiveEndpoint, creator: Principal) -> None:
         """The creator of an endpoint may manage it."""
@@ -63,11 +66,14 @@ class PermissionService:
         self, endpoint: LiveEndpoint, levels: dict[str, Level], *, replace: bool
     ) -> None:
         stored = {p: level.name for p, level in levels.items()}
-        try:
-            await asyncio.to_thread(self.store.set_acl, endpoint.record.id, stored, replace=replace)
-        except StoreNotFound as exc:
-            raise NotFound(f"{exc} It may have just been deleted.") from exc
-        self.access.set(endpoint.record.id, levels, replace=replace)
+        async with self._lock:
+            try:
+                await asyncio.to_thread(
+                    self.store.set_acl, endpoint.record.id, stored, replace=replace
+                )
+            except StoreNotFound as exc:
+                raise NotFound(f"{exc} It may have just been deleted.") from exc
+            self.access.set(endpoint.record.id, levels, replace=replace)
 
     def _resolve(self, entry: AccessControlEntry) -> str:
         for kind, field in _NAME_FIELDS.items():

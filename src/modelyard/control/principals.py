@@ -49,6 +49,11 @@ class PrincipalService:
         self.directory = Directory(principals, memberships)
         self.authenticator.directory = self.directory
 
+    async def reload(self) -> None:
+        """Take in principals another replica changed (not while a change here is under way)."""
+        async with self._lock:
+            await self.load()
+
     async def bootstrap(self) -> None:
         """Make sure user `admin` exists and is a member of group `admins` (first start)."""
         async with self._lock:

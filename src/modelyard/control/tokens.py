@@ -34,10 +34,13 @@ class TokenService:
     def __init__(self, store: Store, authenticator: Authenticator) -> None:
         self.store = store
         self.authenticator = authenticator
+        # Changes and reloads take turns, so a reload never undoes a change made meanwhile.
+        self._lock = asyncio.Lock()
 
     async def reload(self) -> None:
         """Take in tokens another replica created or revoked."""
-        self.authenticator.replace(await asyncio.to_thread(self.store.all_tokens))
+        async with self._lock:
+            self.authenticator.replace(await asyncio.to_thread(self.store.all_tokens))
 
     async def create(
         self,
@@ -58,8 +61,9 @@ class TokenService:
             created_ms=now,
             expiry_ms=now + lifetime_seconds * 1000 if lifetime_seconds else -1,
         )
-        await asyncio.to_thread(self.store.insert_token, record)
-        self.authenticator.add(record)
+        async with self._lock:
+            await asyncio.to_thread(self.store.insert_token, record)
+            self.authenticator.add(record)
         return value, record
 
     async def create_on_behalf(
@@ -101,9 +105,12 @@ class TokenService:
     async def delete(self, principal: Principal, token_id: str) -> None:
         """Revoke a token the caller owns (the admin may revoke any); effective at once."""
         mine = {t.token_id for t in await self.list(principal)}
-        if token_id not in mine or not await asyncio.to_thread(self.store.delete_token, token_id):
-            raise NotFound(f"Token with id '{token_id}' does not exist.")
-        self.authenticator.remove(token_id)
+        async with self._lock:
+            if token_id not in mine or not await asyncio.to_thread(
+                self.store.delete_token, token_id
+            ):
+                raise NotFound(f"Token with id '{token_id}' does not exist.")
+            self.authenticator.remove(token_id)
 
     async def bootstrap_admin(self, configured: str | None) -> str | None:
         """Make sure the admin can log in; returns a newly created token value to show once.

@@ -6,10 +6,12 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from modelyard.errors import AlreadyExists, BadRequest, NotFound
+from modelyard.errors import AlreadyExists, BadRequest, NotFound, PermissionDenied
+from modelyard.gateway.auth import Principal
 from modelyard.secrets.box import SecretBox
-from modelyard.secrets.vault import KEY_CHARS, SCOPE_CHARS, SecretVault
+from modelyard.secrets.vault import KEY_CHARS, SCOPE_CHARS, SecretVault, references_in
 from modelyard.store import SecretRecord, SecretScopeRecord, Store, StoreConflict
 
 BACKEND_TYPE = "DATABRICKS"
@@ -45,10 +47,24 @@ class SecretService:
 
     async def reload(self) -> None:
         """Take in secrets another replica put or deleted."""
-        records = await asyncio.to_thread(self.store.all_secrets)
-        values = {(r.scope, r.key): self.box.decrypt(r.value_encrypted) for r in records}
         async with self._lock:
+            records = await asyncio.to_thread(self.store.all_secrets)
+            values = {(r.scope, r.key): self.box.decrypt(r.value_encrypted) for r in records}
             self.vault.replace(values)
+
+    async def check_references(self, config: Any, caller: Principal) -> None:
+        """403 if `config` names a secret in a scope its author may not use: admins use any,
+        others the scopes they created (a key in someone else's scope is theirs to spend)."""
+        if caller.is_admin:
+            return
+        creators = {s.name: s.creator for s in await self.list_scopes()}
+        for scope, _ in references_in(config):
+            if creators.get(scope, caller.user_name) != caller.user_name:
+                raise PermissionDenied(
+                    f"'{caller.user_name}' may not use secrets of scope '{scope}' in an endpoint "
+                    "config: only admins and the scope's creator may. Put the key in a scope "
+                    "of your own."
+                )
 
     async def create_scope(self, name: str, creator: str) -> SecretScopeRecord:
         """A new, empty scope; 409 if the name is taken."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 SCOPE_CHARS = r"[A-Za-z0-9_.@-]"
 KEY_CHARS = r"[A-Za-z0-9_.-]"
@@ -15,6 +17,20 @@ def parse_reference(text: str) -> tuple[str, str] | None:
     """`(scope, key)` if `text` is `{{secrets/<scope>/<key>}}`, else None."""
     match = _REFERENCE.fullmatch(text.strip())
     return None if match is None else (match["scope"], match["key"])
+
+
+def references_in(value: Any) -> Iterator[tuple[str, str]]:
+    """Every `(scope, key)` referenced anywhere in a JSON-like value (an endpoint config)."""
+    if isinstance(value, str):
+        reference = parse_reference(value)
+        if reference is not None:
+            yield reference
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from references_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from references_in(item)
 
 
 class SecretVault:
