@@ -31,7 +31,7 @@ class ReplicaSync:
         self._store = store
         self._interval = interval
         self._reloaders: list[Reloader] = []
-        self._seen: str | None = None
+        self._seen: str | None = None  # the stamp the poller read last
         self._task: asyncio.Task[None] | None = None
 
     def on_change(self, reloader: Reloader) -> None:
@@ -44,9 +44,9 @@ class ReplicaSync:
 
     async def changed(self) -> None:
         """Tell the other replicas that this one changed the store."""
-        stamp = uuid.uuid4().hex
-        self._seen = stamp
-        await asyncio.to_thread(self._store.set_setting, GENERATION, stamp)
+        # The poller reloads after our own stamps too: it cannot tell whether another replica
+        # wrote one between two polls, and a reload of what did not change costs one read.
+        await asyncio.to_thread(self._store.set_setting, GENERATION, uuid.uuid4().hex)
 
     async def _poll(self) -> None:
         while True:
