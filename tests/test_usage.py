@@ -91,6 +91,37 @@ def test_a_usage_row_says_who_used_what_and_how_much(
     )  # fmt: skip
 
 
+def test_refused_requests_are_rows_too_without_what_was_refused(
+    gateway: Server, fake: FakeOpenAI, endpoint_name: str
+):
+    rk.recorded_endpoint(gateway, endpoint_name, fake)
+    requests.put(
+        f"{gateway.url}/api/2.0/serving-endpoints/{endpoint_name}/ai-gateway",
+        json={
+            "usage_tracking_config": {"enabled": True},
+            "inference_table_config": {"enabled": True, **rk.TABLES},
+            "guardrails": {"input": {"pii": {"behavior": "BLOCK"}}},
+        },
+        headers=gateway.headers,
+        timeout=30,
+    ).raise_for_status()
+    secret = "jane.doe@example.com"
+    blocked = ask(gateway, endpoint_name, {
+        "messages": [{"role": "user", "content": f"Mail {secret} the report"}],
+    })  # fmt: skip
+    assert blocked.status_code == 400
+    row = row_of(gateway, blocked)
+    assert (row["status_code"], row["error_code"], row["prompt_tokens"]) == (400, "BAD_REQUEST", 0)
+
+    url, table = rk.database_url_of(gateway), rk.payload_table_of(endpoint_name)
+    sql = f"SELECT request, response FROM {table} WHERE databricks_request_id = :i"
+    assert rk.wait_rows(url, sql.replace("request, response", "count(*) AS n"), 1,
+                        i=blocked.headers["x-request-id"]) == 1  # fmt: skip
+    payload = rk.query_rows(url, sql, i=blocked.headers["x-request-id"])[0]
+    assert secret not in payload["request"] and secret not in payload["response"]
+    assert "PII guardrail" in payload["response"]
+
+
 def test_no_usage_rows_without_usage_tracking(
     gateway: Server, fake: FakeOpenAI, endpoint_name: str
 ):

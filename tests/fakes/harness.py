@@ -116,6 +116,7 @@ class FakeUpstream:
     def stop(self) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(_cancel_pending(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._loop.close()
@@ -144,6 +145,14 @@ class FakeUpstream:
             return self.error_response(400, str(exc))
         except Refusal as exc:
             return self.error_response(exc.status, str(exc))
+
+
+async def _cancel_pending() -> None:
+    """End handlers still running (a `hang`), so the loop closes with nothing pending."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def sse(request: web.Request, events: Iterator[tuple[str | None, Any]]) -> web.StreamResponse:

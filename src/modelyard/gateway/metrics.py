@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -13,6 +20,9 @@ from prometheus_client.samples import Sample
 if TYPE_CHECKING:
     from modelyard.gateway.limits import LimiterStats
     from modelyard.gateway.recording import QueryRecord
+
+# The `_created` timestamp series double every counter's lines and tell a scraper nothing.
+disable_created_metrics()
 
 RATE_LIMITED = "REQUEST_LIMIT_EXCEEDED"
 # LLM calls take from milliseconds (a cache, a fake) to minutes (a long generation).

@@ -87,26 +87,27 @@ class QueryService:
         if not name:
             raise BadRequest("Missing 'model': set it to the name of the serving endpoint.")
         endpoint = self.endpoints.get(name)
-        self.access.require(principal, endpoint, Level.CAN_QUERY)
-        if not endpoint.accepts(task):
-            raise BadRequest(
-                f"Endpoint '{name}' serves {endpoint.task} requests; this is a {task} request."
-            )
-        request = await self.guardrails.screen_input(endpoint, request)
         record = QueryRecord(
             request_id=request_id,
             endpoint_name=endpoint.name,
             endpoint_id=endpoint.record.id,
             requester=principal.user_name,
             started_ms=int(started * 1000),
-            request=request.model_dump(exclude_none=True),
+            request={},  # filled once the input guardrails let it through: never what they stop
             client_request_id=request.client_request_id,
             usage_context=request.usage_context,
         )
         try:
+            self.access.require(principal, endpoint, Level.CAN_QUERY)
+            if not endpoint.accepts(task):
+                raise BadRequest(
+                    f"Endpoint '{name}' serves {endpoint.task} requests; this is a {task} request."
+                )
+            request = await self.guardrails.screen_input(endpoint, request)
+            record.request = request.model_dump(exclude_none=True)
             reservation = await self.limits.reserve(principal, endpoint, request)
         except ModelyardError as exc:
-            # A refusal (429) is a request too: usage rows and /metrics count it.
+            # Refusals are requests too: usage rows and /metrics count them.
             await self._record(endpoint, record, started, exc)
             raise
         try:
