@@ -103,14 +103,14 @@ class QueryService:
                 raise BadRequest(
                     f"Endpoint '{name}' serves {endpoint.task} requests; this is a {task} request."
                 )
-            request = await self.guardrails.screen_input(endpoint, request)
-            record.request = request.model_dump(exclude_none=True)
             reservation = await self.limits.reserve(principal, endpoint, request)
         except ModelyardError as exc:
             # Refusals are requests too: usage rows and /metrics count them.
             await self._record(endpoint, record, started, exc)
             raise
         try:
+            request = await self.guardrails.screen_input(endpoint, request)
+            record.request = request.model_dump(exclude_none=True)
             answer = await self._route(endpoint, task, request)
             record.served_entity = answer.served_entity
             if answer.body is not None:
@@ -119,8 +119,10 @@ class QueryService:
                 # Waiting for the first screened chunk makes an output block a plain 400.
                 screened = self.guardrails.screen_stream(endpoint, answer.stream)
                 answer.stream = await _started(screened)
-        except ModelyardError as exc:
-            await self._finish(endpoint, reservation, record, started, error=exc)
+        except Exception as exc:
+            # Whatever went wrong, the reservation is settled and the request recorded.
+            error = exc if isinstance(exc, ModelyardError) else _internal_error()
+            await self._finish(endpoint, reservation, record, started, error=error)
             raise
         if answer.stream is not None:
             recorded = self._recorded(endpoint, answer.stream, reservation, record, started)
@@ -208,6 +210,10 @@ class QueryService:
             record.status, record.error = error.status, error.message
             record.error_code = error.error_code
         await self.recorder.record(endpoint.record.ai_gateway, record)
+
+
+def _internal_error() -> ModelyardError:
+    return ModelyardError("The server failed to handle this request; details are in its log.")
 
 
 def _count_usage(record: QueryRecord, body: Json | None) -> None:
