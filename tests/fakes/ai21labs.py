@@ -56,12 +56,7 @@ class FakeAI21(FakeUpstream):
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return self.error_response(401, "Forbidden: Bad or missing API token.")
-        self.expect(
-            request.headers.get("Content-Type", "").startswith("application/json"),
-            "Content-Type must be application/json",
-        )
-        body = self.requests[-1].json()
-        self.expect(isinstance(body, dict), "the body must be a JSON object")
+        body = await self.json_body(request)
         self.expect_fields(body, CHAT_FIELDS, "request")
         self.expect(isinstance(body.get("model"), str), "model is required")
         self._check_messages(body.get("messages"))

@@ -71,13 +71,8 @@ class FakeCohere(FakeUpstream):
     def error_response(self, status: int, message: str) -> web.Response:
         return json_response({"id": str(uuid.uuid4()), "message": message}, status)
 
-    def _body(self, request: web.Request) -> Json:
-        self.expect(
-            request.headers.get("Content-Type", "").startswith("application/json"),
-            "Content-Type must be application/json",
-        )
-        body = self.requests[-1].json()
-        self.expect(isinstance(body, dict), "the body must be a JSON object")
+    async def _body(self, request: web.Request) -> Json:
+        body = await self.json_body(request)
         self.expect(isinstance(body.get("model"), str), "model is required")
         return body
 
@@ -92,7 +87,7 @@ class FakeCohere(FakeUpstream):
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if denied := self._unauthorized(request):
             return denied
-        body = self._body(request)
+        body = await self._body(request)
         self.expect_fields(body, CHAT_FIELDS, "request")
         self._check_messages(body.get("messages"))
         self._check_tools(body)
@@ -182,7 +177,7 @@ class FakeCohere(FakeUpstream):
     async def embed(self, request: web.Request) -> web.StreamResponse:
         if denied := self._unauthorized(request):
             return denied
-        body = self._body(request)
+        body = await self._body(request)
         self.expect_fields(body, EMBED_FIELDS, "request")
         self.expect(body.get("input_type") in INPUT_TYPES, "input_type is required")
         texts = body.get("texts")

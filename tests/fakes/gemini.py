@@ -143,7 +143,7 @@ class FakeGemini(FakeUpstream):
         if key != self.api_key:
             return self.error_response(400, "API key not valid. Please pass a valid API key.")
         model, method = self._target(request)
-        body = self._body(request)
+        body = await self.json_body(request)
         if method == "batchEmbedContents":
             return self._batch_embed(model, body)
         return await self._generate(request, method, body, vertex=False)
@@ -161,7 +161,7 @@ class FakeGemini(FakeUpstream):
         self.expect(request.match_info["project"] == self.project, "wrong project in the path")
         self.expect(request.match_info["location"] == self.region, "wrong location in the path")
         model, method = self._target(request)
-        body = self._body(request)
+        body = await self.json_body(request)
         if method == "predict":
             return self._predict(model, body)
         if method == "embedContent":
@@ -459,15 +459,6 @@ class FakeGemini(FakeUpstream):
         self.expect(":" in target, "the path must end in {model}:{method}")
         model, method = target.rsplit(":", 1)
         return model, method
-
-    def _body(self, request: web.Request) -> Json:
-        self.expect(
-            request.headers.get("Content-Type", "").startswith("application/json"),
-            "Content-Type must be application/json",
-        )
-        body = self.requests[-1].json()
-        self.expect(isinstance(body, dict), "the body must be a JSON object")
-        return body
 
 
 def _prompt(body: Json) -> script.Prompt:

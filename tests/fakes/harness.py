@@ -75,6 +75,22 @@ class FakeUpstream:
         if not condition:
             raise Violation(message)
 
+    async def json_body(self, request: web.Request) -> Json:
+        """The request's body as the JSON object every one of these APIs wants.
+
+        Read from the request itself, not from `requests[-1]`: calls may overlap.
+        """
+        self.expect(
+            request.headers.get("Content-Type", "").startswith("application/json"),
+            "Content-Type must be application/json",
+        )
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise Violation("the body is not valid JSON") from None
+        self.expect(isinstance(body, dict), "the body must be a JSON object")
+        return body
+
     def expect_fields(self, obj: Any, allowed: set[str], where: str) -> None:
         """Every key of `obj` is one the API reference documents."""
         self.expect(isinstance(obj, dict), f"{where} must be an object")

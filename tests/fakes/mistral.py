@@ -71,13 +71,8 @@ class FakeMistral(FakeUpstream):
         body = {"object": "error", "message": message, "type": kind, "param": None, "code": None}
         return json_response(body, status)
 
-    def _body(self, request: web.Request, fields: set[str]) -> Json:
-        self.expect(
-            request.headers.get("Content-Type", "").startswith("application/json"),
-            "Content-Type must be application/json",
-        )
-        body = self.requests[-1].json()
-        self.expect(isinstance(body, dict), "the body must be a JSON object")
+    async def _body(self, request: web.Request, fields: set[str]) -> Json:
+        body = await self.json_body(request)
         self.expect_fields(body, fields, "request")
         self.expect(isinstance(body.get("model"), str), "model is required")
         return body
@@ -92,7 +87,7 @@ class FakeMistral(FakeUpstream):
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if denied := self._unauthorized(request):
             return denied
-        body = self._body(request, CHAT_FIELDS)
+        body = await self._body(request, CHAT_FIELDS)
         self._check_messages(body.get("messages"))
         self._check_tools(body)
         self._check_sampling(body)
@@ -197,7 +192,7 @@ class FakeMistral(FakeUpstream):
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         if denied := self._unauthorized(request):
             return denied
-        body = self._body(request, EMBEDDING_FIELDS)
+        body = await self._body(request, EMBEDDING_FIELDS)
         inputs = body.get("input")
         self.expect(isinstance(inputs, str | list), "input is required")
         texts = [inputs] if isinstance(inputs, str) else inputs

@@ -61,7 +61,7 @@ class FakeOpenAI(FakeUpstream):
             {"error": {"message": message, "type": kind, "param": None, "code": None}}, status
         )
 
-    def _check_auth(self, request: web.Request) -> Json:
+    async def _check_auth(self, request: web.Request) -> Json:
         if self.azure:
             self.expect(request.headers.get("api-key") == self.api_key, "api-key header is wrong")
             self.expect(
@@ -73,18 +73,13 @@ class FakeOpenAI(FakeUpstream):
             if auth != f"Bearer {self.api_key}":
                 # Like OpenAI's own answer, but echoing the whole key: the gateway must scrub it.
                 raise Refusal(401, f"Incorrect API key provided: {auth[7:]}.", "invalid_api_key")
-        self.expect(
-            request.headers.get("Content-Type", "").startswith("application/json"),
-            "Content-Type must be application/json",
-        )
-        body = self.requests[-1].json()
-        self.expect(isinstance(body, dict), "the body must be a JSON object")
+        body = await self.json_body(request)
         if not self.azure:
             self.expect(isinstance(body.get("model"), str), "model is required")
         return body
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = self._check_auth(request)
+        body = await self._check_auth(request)
         self.expect_fields(body, CHAT_FIELDS, "request")
         messages = body.get("messages")
         self.expect(isinstance(messages, list) and messages, "messages is required")
@@ -129,7 +124,7 @@ class FakeOpenAI(FakeUpstream):
         )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        body = self._check_auth(request)
+        body = await self._check_auth(request)
         self.expect_fields(body, COMPLETION_FIELDS, "request")
         self.expect(isinstance(body.get("prompt"), str | list), "prompt is required")
         prompt = body["prompt"] if isinstance(body["prompt"], str) else body["prompt"][0]
@@ -153,7 +148,7 @@ class FakeOpenAI(FakeUpstream):
         )
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
-        body = self._check_auth(request)
+        body = await self._check_auth(request)
         self.expect_fields(body, EMBEDDING_FIELDS, "request")
         inputs = body.get("input")
         self.expect(isinstance(inputs, str | list), "input is required")
