@@ -91,6 +91,10 @@ class Recorder:
         if self.sink is not None and self._writer is None:
             self._writer = asyncio.create_task(self._write_forever(), name="modelyard-recorder")
 
+    def keeps_payloads(self, ai_gateway: dict[str, Any] | None) -> bool:
+        """Whether the endpoint's answers are written to an inference table (so worth keeping)."""
+        return self.sink is not None and _tables_on(ai_gateway or {})
+
     async def record(self, ai_gateway: dict[str, Any] | None, record: QueryRecord) -> None:
         """Count `record` and queue its rows; waits only if the queue is full and policy is wait."""
         self.metrics.observe(record)
@@ -175,8 +179,8 @@ def rows_for(ai_gateway: dict[str, Any], record: QueryRecord) -> _Rows | None:
     usage = payload = None
     if (ai_gateway.get("usage_tracking_config") or {}).get("enabled"):
         usage = usage_row(record)
-    tables = ai_gateway.get("inference_table_config") or {}
-    if tables.get("enabled"):
+    if _tables_on(ai_gateway):
+        tables = ai_gateway["inference_table_config"]
         name = payload_table_name(
             tables.get("catalog_name") or "main",
             tables.get("schema_name") or "default",
@@ -184,6 +188,10 @@ def rows_for(ai_gateway: dict[str, Any], record: QueryRecord) -> _Rows | None:
         )
         payload = (name, payload_row(record))
     return None if usage is None and payload is None else _Rows(usage, payload)
+
+
+def _tables_on(ai_gateway: dict[str, Any]) -> bool:
+    return bool((ai_gateway.get("inference_table_config") or {}).get("enabled"))
 
 
 def usage_row(record: QueryRecord) -> dict[str, Any]:

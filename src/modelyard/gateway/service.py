@@ -108,9 +108,12 @@ class QueryService:
             # Refusals are requests too: usage rows and /metrics count them.
             await self._record(endpoint, record, started, exc)
             raise
+        # A copy of the request and answer only where an inference table wants them.
+        keep_payload = self.recorder.keeps_payloads(endpoint.record.ai_gateway)
         try:
             request = await self.guardrails.screen_input(endpoint, request)
-            record.request = request.model_dump(exclude_none=True)
+            if keep_payload:
+                record.request = request.model_dump(exclude_none=True)
             answer = await self._route(endpoint, task, request)
             record.served_entity = answer.served_entity
             if answer.body is not None:
@@ -125,14 +128,16 @@ class QueryService:
             await self._finish(endpoint, reservation, record, started, error=error)
             raise
         if answer.stream is not None:
-            recorded = self._recorded(endpoint, answer.stream, reservation, record, started)
+            recorded = self._recorded(
+                endpoint, answer.stream, reservation, record, started, keep=keep_payload
+            )
             include_usage = isinstance(request, ChatRequest | CompletionRequest) and (
                 request.include_usage
             )
             answer.stream = _client_view(recorded, include_usage=include_usage)
         else:
             record.response = answer.body
-            _count_usage(record, answer.body)
+            _count_usage(record, answer.body.get("usage") if answer.body else None)
             await self._finish(endpoint, reservation, record, started)
         return answer
 
@@ -167,20 +172,28 @@ class QueryService:
         reservation: Reservation,
         record: QueryRecord,
         started: float,
+        *,
+        keep: bool,
     ) -> AsyncIterator[Json]:
-        """The stream as the client gets it; settled and recorded when it ends, however."""
+        """The stream as the client gets it; settled and recorded when it ends, however.
+        Chunks are kept (to store the answer assembled) only when `keep` says an inference
+        table wants them; otherwise only the usage is read on the way."""
         seen: list[Json] = []
+        usage: Json | None = None
         error: ModelyardError | None = None
         try:
             async for chunk in chunks:
-                seen.append(chunk)
+                usage = chunk.get("usage") or usage
+                if keep:
+                    seen.append(chunk)
                 yield chunk
         except ModelyardError as exc:
             error = exc
             raise
         finally:
-            record.response = assemble_stream(seen)
-            _count_usage(record, record.response)
+            if keep:
+                record.response = assemble_stream(seen)
+            _count_usage(record, usage)
             await self._finish(endpoint, reservation, record, started, error=error)
 
     async def _finish(
@@ -216,8 +229,8 @@ def _internal_error() -> ModelyardError:
     return ModelyardError("The server failed to handle this request; details are in its log.")
 
 
-def _count_usage(record: QueryRecord, body: Json | None) -> None:
-    usage = (body or {}).get("usage") or {}
+def _count_usage(record: QueryRecord, usage: Json | None) -> None:
+    usage = usage or {}
     record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
     record.completion_tokens = int(usage.get("completion_tokens") or 0)
 
