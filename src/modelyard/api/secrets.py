@@ -9,7 +9,6 @@ from starlette.routing import Route
 from modelyard.api.context import parse_body, principal, services
 from modelyard.api.responses import JSONResponse
 from modelyard.errors import BadRequest, PermissionDenied
-from modelyard.gateway.auth import Principal
 from modelyard.schemas.secrets import ScopeCreate, ScopeDelete, SecretDelete, SecretPut
 
 
@@ -31,7 +30,7 @@ async def list_scopes(request: Request) -> Response:
 async def delete_scope(request: Request) -> Response:
     caller = principal(request)
     body = await parse_body(request, ScopeDelete)
-    await _require_manager(request, caller, body.scope)
+    await services(request).secrets.require_manager(body.scope, caller)
     await services(request).secrets.delete_scope(body.scope)
     return JSONResponse({})
 
@@ -39,7 +38,7 @@ async def delete_scope(request: Request) -> Response:
 async def put_secret(request: Request) -> Response:
     caller = principal(request)
     body = await parse_body(request, SecretPut)
-    await _require_manager(request, caller, body.scope)
+    await services(request).secrets.require_manager(body.scope, caller)
     await services(request).secrets.put(body.scope, body.key, body.value)
     return JSONResponse({})
 
@@ -47,7 +46,7 @@ async def put_secret(request: Request) -> Response:
 async def delete_secret(request: Request) -> Response:
     caller = principal(request)
     body = await parse_body(request, SecretDelete)
-    await _require_manager(request, caller, body.scope)
+    await services(request).secrets.require_manager(body.scope, caller)
     await services(request).secrets.delete(body.scope, body.key)
     return JSONResponse({})
 
@@ -74,17 +73,6 @@ async def get_secret(request: Request) -> Response:
         "Secret values cannot be read back through the API; endpoints use them through "
         "references of the form {{secrets/<scope>/<key>}}."
     )
-
-
-async def _require_manager(request: Request, caller: Principal, scope: str) -> None:
-    """Only admins and the scope's creator change a scope: its keys pay for other endpoints."""
-    if caller.is_admin:
-        return
-    creators = {s.name: s.creator for s in await services(request).secrets.list_scopes()}
-    if scope in creators and creators[scope] != caller.user_name:
-        raise PermissionDenied(
-            f"Only admins and the creator of scope '{scope}' may change the secrets in it."
-        )
 
 
 def secret_routes() -> list[Route]:

@@ -52,19 +52,23 @@ class SecretService:
             values = {(r.scope, r.key): self.box.decrypt(r.value_encrypted) for r in records}
             self.vault.replace(values)
 
-    async def check_references(self, config: Any, caller: Principal) -> None:
-        """403 if `config` names a secret in a scope its author may not use: admins use any,
-        others the scopes they created (a key in someone else's scope is theirs to spend)."""
+    async def require_manager(self, scope: str, caller: Principal) -> None:
+        """403 unless the caller is an admin or created `scope`: a scope's keys are its
+        creator's to change and to spend in endpoint configs."""
         if caller.is_admin:
             return
         creators = {s.name: s.creator for s in await self.list_scopes()}
+        if creators.get(scope, caller.user_name) != caller.user_name:
+            raise PermissionDenied(
+                f"'{caller.user_name}' may not use secrets of scope '{scope}' nor change them: "
+                f"only admins and the creator of scope '{scope}' may. Put the key in a scope "
+                "of your own."
+            )
+
+    async def check_references(self, config: Any, caller: Principal) -> None:
+        """403 if `config` names a secret in a scope its author may not use."""
         for scope, _ in references_in(config):
-            if creators.get(scope, caller.user_name) != caller.user_name:
-                raise PermissionDenied(
-                    f"'{caller.user_name}' may not use secrets of scope '{scope}' in an endpoint "
-                    "config: only admins and the scope's creator may. Put the key in a scope "
-                    "of your own."
-                )
+            await self.require_manager(scope, caller)
 
     async def create_scope(self, name: str, creator: str) -> SecretScopeRecord:
         """A new, empty scope; 409 if the name is taken."""
