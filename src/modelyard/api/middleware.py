@@ -99,7 +99,12 @@ class ChangeStampMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _WRITES:
+        # Queries live under /serving-endpoints; everything under /api/ changes state.
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _WRITES
+            or not scope["path"].startswith("/api/")
+        ):
             await self.app(scope, receive, send)
             return
         status = 500
@@ -111,6 +116,5 @@ class ChangeStampMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_and_watch)
-        # Queries live under /serving-endpoints; everything under /api/ changes state.
-        if status < 400 and scope["path"].startswith("/api/"):
+        if status < 400:
             await scope["app"].state.services.sync.changed()
