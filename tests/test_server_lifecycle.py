@@ -106,6 +106,22 @@ def test_config_file_error_is_reported_before_start(tmp_path: Path) -> None:
     assert "Traceback" not in server.log()
 
 
+def test_provider_config_error_in_the_file_names_the_field_not_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "endpoints:\n  - name: claude\n    config:\n      served_entities:\n"
+        "        - external_model: {provider: anthropic, name: c, task: llm/v1/chat,\n"
+        "            anthropic_config: {anthropic_api_kye_plaintext: sk-ant-do-not-print}}\n"
+    )
+    server = start_server(
+        tmp_path / "d", "--default-model", "", "--config", str(config), wait=False
+    )
+    assert server.process.wait(60) != 0
+    log = server.log()
+    assert "endpoint 'claude'" in log and "anthropic_api_kye_plaintext" in log
+    assert "sk-ant-do-not-print" not in log
+
+
 def test_query_while_model_loads_is_503_at_once(server: Server, tmp_path: Path) -> None:
     # A second name for the default model's file: a new worker that must load first.
     model = f"copy-{uuid.uuid4().hex[:8]}"

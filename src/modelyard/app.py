@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,8 +22,11 @@ from modelyard.api.query import query_routes
 from modelyard.api.scim import scim_routes
 from modelyard.api.secrets import secret_routes
 from modelyard.api.tokens import token_routes
+from modelyard.control.config_file import ConfigFileError
 from modelyard.runtime import Runtime
 from modelyard.settings import Settings
+
+log = logging.getLogger("modelyard")
 
 
 def build_app(settings: Settings) -> Starlette:
@@ -30,7 +34,12 @@ def build_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runtime = await Runtime.start(settings)
+        try:
+            runtime = await Runtime.start(settings)
+        except ConfigFileError as exc:
+            # A mistake in the user's file: one line saying what to fix, not a traceback.
+            log.error("%s", exc)
+            raise SystemExit(3) from None
         app.state.services = runtime.services
         try:
             yield

@@ -52,7 +52,7 @@ def load_config_file(path: Path) -> list[EndpointCreate]:
         except ValidationError as exc:
             raise ConfigFileError(
                 f"{path}: endpoints[{index}]: {describe_validation_error(exc)}"
-            ) from exc
+            ) from None  # pydantic's own text would echo the file's values (keys among them)
     return endpoints
 
 
@@ -72,4 +72,4 @@ async def apply_config_file(path: Path, service: EndpointService) -> None:
                 if (existing.record.ai_gateway or {}) != gateway.model_dump(exclude_none=True):
                     await service.update_ai_gateway(body.name, gateway)
         except ModelyardError as exc:
-            raise ConfigFileError(f"{path}: endpoint '{body.name}': {exc.message}") from exc
+            raise ConfigFileError(f"{path}: endpoint '{body.name}': {exc.message}") from None

@@ -225,7 +225,8 @@ class ExternalModels:
             return self._provider.config_model.model_validate(block)
         except ValidationError as exc:
             detail = describe_validation_error(exc).removeprefix("Invalid request: ")
-            raise BadRequest(f"Invalid external_model.{key}: {detail}") from exc
+            # Not chained: pydantic's own text echoes the values, and a key may be among them.
+            raise BadRequest(f"Invalid external_model.{key}: {detail}") from None
 
     async def prune(self, in_use: Iterable[Provider]) -> None:
         """Nothing to release: sessions are per upstream and live as long as the server."""
